@@ -1,0 +1,519 @@
+/*
+ * main.c - vminfod-frontend: options, sockets, the h2o event loop.
+ *
+ * Started by the supervisor with the listening sockets at fd 3.. (the
+ * systemd LISTEN_FDS convention), the ring file path and the doorbell
+ * eventfd.  For tests without a supervisor it can bind --listen itself
+ * and, without a doorbell, look at the ring every few milliseconds.
+ *
+ * Everything runs on one h2o evloop: accepts (with a connection count and
+ * a 503 past the limit), requests (routes.c), the doorbell (read the ring,
+ * feed the streams) and a signalfd (SIGTERM/SIGINT: stop; SIGHUP: reopen
+ * the log file).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "frontend.h"
+#include "log.h"
+#include "ring.h"
+#include "ringreader.h"
+#include "routes.h"
+#include "subscribers.h"
+#include "timeutil.h"
+
+#define DEFAULT_SNDBUF (64 * 1024)
+#define DEFAULT_POLL_MS 10
+#define ACCEPT_PAUSE_MS 100
+#define SHUTDOWN_GRACE_MS 2000
+#define FD_RESERVE 64   /* fds kept for the ring, logs, the doorbell and a margin */
+
+static const char USAGE[] =
+	"Usage: vminfod-frontend --ring PATH [options]\n"
+	"\n"
+	"Serves the vminfod HTTP API from the ring file published by the vminfod\n"
+	"supervisor.  Listening sockets are inherited as fds 3.. (LISTEN_FDS, and\n"
+	"LISTEN_PID if set); --listen binds one more itself.\n"
+	"\n"
+	"  --ring PATH              ring file to follow (required)\n"
+	"  --doorbell-fd N          eventfd the supervisor rings after publishing;\n"
+	"                           without it (test mode) the ring is checked every\n"
+	"                           --poll-ms milliseconds instead\n"
+	"  --poll-ms N              ring check interval in test mode (default 10)\n"
+	"  --listen HOST:PORT       bind and listen on this address too (tests)\n"
+	"  --max-connections N      answer 503 past N open connections\n"
+	"                           (default: open-file limit - 64)\n"
+	"  --sndbuf BYTES           SO_SNDBUF of accepted sockets (default 65536;\n"
+	"                           0 keeps the kernel's autotuning)\n"
+	"  --log-level LEVEL        trace|debug|info|warn|error|fatal (default info)\n"
+	"  --request-log-level LEVEL  level of the per-request \"HTTP request\" line\n"
+	"                           (default info, as the original)\n"
+	"  --log-file PATH          log there instead of stderr (reopened on SIGHUP)\n"
+	"  -h, --help               this text\n";
+
+struct options {
+	const char *ring;
+	const char *listen[FE_MAX_LISTENERS];
+	size_t nlisten;
+	const char *log_file;
+	int doorbell_fd;
+	long max_conns;
+	long sndbuf;
+	long poll_ms;
+	int log_level;
+	int request_log_level;
+};
+
+static void die(const char *what, int err)
+{
+	log_emit(LOG_FATAL, NULL, err ? log_err_fields(strerror(err), NULL) : NULL, "%s, exiting", what);
+	exit(1);
+}
+
+static bool parse_long(const char *s, long min, long max, long *ret)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		return false;
+	*ret = v;
+	return true;
+}
+
+static void parse_options(int argc, char **argv, struct options *o)
+{
+	enum { O_RING = 256, O_DOORBELL, O_POLL, O_LISTEN, O_MAXCONN, O_SNDBUF, O_LOGLEVEL, O_REQLEVEL, O_LOGFILE };
+	static const struct option longopts[] = {
+		{ "ring", required_argument, NULL, O_RING },
+		{ "doorbell-fd", required_argument, NULL, O_DOORBELL },
+		{ "poll-ms", required_argument, NULL, O_POLL },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "max-connections", required_argument, NULL, O_MAXCONN },
+		{ "sndbuf", required_argument, NULL, O_SNDBUF },
+		{ "log-level", required_argument, NULL, O_LOGLEVEL },
+		{ "request-log-level", required_argument, NULL, O_REQLEVEL },
+		{ "log-file", required_argument, NULL, O_LOGFILE },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	*o = (struct options){ .doorbell_fd = -1, .max_conns = -1, .sndbuf = DEFAULT_SNDBUF,
+			       .poll_ms = DEFAULT_POLL_MS, .log_level = LOG_INFO, .request_log_level = LOG_INFO };
+	int c;
+	long v;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_RING:
+			o->ring = optarg;
+			break;
+		case O_DOORBELL:
+			if (!parse_long(optarg, 0, INT_MAX, &v))
+				goto bad;
+			o->doorbell_fd = (int)v;
+			break;
+		case O_POLL:
+			if (!parse_long(optarg, 1, 60000, &o->poll_ms))
+				goto bad;
+			break;
+		case O_LISTEN:
+			if (o->nlisten == FE_MAX_LISTENERS)
+				goto bad;
+			o->listen[o->nlisten++] = optarg;
+			break;
+		case O_MAXCONN:
+			if (!parse_long(optarg, 1, INT_MAX, &o->max_conns))
+				goto bad;
+			break;
+		case O_SNDBUF:
+			if (!parse_long(optarg, 0, INT_MAX / 2, &o->sndbuf))
+				goto bad;
+			break;
+		case O_LOGLEVEL:
+			if ((o->log_level = log_level_parse(optarg)) < 0)
+				goto bad;
+			break;
+		case O_REQLEVEL:
+			if ((o->request_log_level = log_level_parse(optarg)) < 0)
+				goto bad;
+			break;
+		case O_LOGFILE:
+			o->log_file = optarg;
+			break;
+		case 'h':
+			fputs(USAGE, stdout);
+			exit(0);
+		default:
+			fputs(USAGE, stderr);
+			exit(2);
+		}
+	}
+	if (!o->ring || optind != argc) {
+		fputs(USAGE, stderr);
+		exit(2);
+	}
+	return;
+bad:
+	fprintf(stderr, "vminfod-frontend: bad value for --%s: %s\n", longopts[c - O_RING].name, optarg);
+	exit(2);
+}
+
+/* Bind HOST:PORT ("[v6]:port" for IPv6); the listening fd or -errno. */
+static int listen_on(const char *spec)
+{
+	char host[256];
+	const char *colon = strrchr(spec, ':');
+	if (!colon || (size_t)(colon - spec) >= sizeof(host))
+		return -EINVAL;
+	const char *h = spec;
+	size_t hl = (size_t)(colon - spec);
+	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+		h++;
+		hl -= 2;
+	}
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *ai;
+	if (getaddrinfo(hl ? host : NULL, colon + 1, &hints, &ai) != 0)
+		return -EINVAL;
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+	int one = 1, r = 0;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0)
+		r = -errno;
+	freeaddrinfo(ai);
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* The listening fds passed by the supervisor or systemd, made
+ * non-blocking and close-on-exec; how many were added. */
+static size_t inherited_listeners(int *fds, size_t max)
+{
+	const char *pid = getenv("LISTEN_PID");
+	const char *nfds = getenv("LISTEN_FDS");
+	long n = 0, p = 0;
+	if (!nfds || !parse_long(nfds, 0, (long)max, &n))
+		return 0;
+	if (pid && (!parse_long(pid, 1, LONG_MAX, &p) || p != (long)getpid()))
+		return 0;
+	(void)unsetenv("LISTEN_FDS");
+	(void)unsetenv("LISTEN_PID");
+	(void)unsetenv("LISTEN_FDNAMES");
+	size_t k = 0;
+	for (long i = 0; i < n; i++) {
+		int fd = 3 + (int)i;
+		int fl = fcntl(fd, F_GETFL);
+		if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+			log_emit(LOG_WARN, NULL, log_err_fields(strerror(errno), NULL),
+				 "inherited listening fd %d is unusable, skipping", fd);
+			continue;
+		}
+		fds[k++] = fd;
+	}
+	return k;
+}
+
+static rlim_t raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t want = rl.rlim_max;
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			(void)getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_cur;
+}
+
+/* ---- the ring ---- */
+
+static void poll_ring(struct frontend *fe)
+{
+	bool reset = false;
+	int n = ringreader_poll(fe->rr, &reset);
+	if (n < 0) {
+		log_emit(LOG_WARN, fe->log_child, log_err_fields(strerror(-n), NULL),
+			 "cannot read new records from the ring, retrying at the next doorbell");
+		return;
+	}
+	if (reset) {
+		char why[160];
+		snprintf(why, sizeof(why), "event history was reloaded (epoch %s, version %" PRIu64 "); reconnect to resume",
+			 ringreader_epoch(fe->rr), ringreader_version(fe->rr));
+		log_emit(LOG_INFO, fe->log_child,
+			 json_pack("{s:s, s:I}", "epoch", ringreader_epoch(fe->rr), "version",
+				   (json_int_t)ringreader_version(fe->rr)),
+			 "reloaded the ring from its newest snapshot, ending %zu streams", subscribers_count(fe->subs));
+		subscribers_lag_all(fe->subs, why);
+		return;
+	}
+	if (n > 0)
+		subscribers_notify(fe->subs);
+}
+
+static void on_doorbell(h2o_socket_t *sock, const char *err)
+{
+	struct frontend *fe = sock->data;
+	int r = ring_doorbell_drain(fe->doorbell_fd);
+	if (r < 0 && r != -EAGAIN)
+		log_emit(LOG_WARN, fe->log_child, log_err_fields(strerror(-r), NULL), "cannot read the doorbell, ignoring");
+	poll_ring(fe);
+}
+
+static void on_poll_timer(h2o_timeout_entry_t *entry)
+{
+	struct frontend *fe = (struct frontend *)((char *)entry - offsetof(struct frontend, ring_poll_entry));
+	poll_ring(fe);
+	if (!fe->stopping)
+		h2o_timeout_link(fe->loop, &fe->ring_poll, &fe->ring_poll_entry);
+}
+
+/* ---- connections ---- */
+
+static void on_conn_close(void *data)
+{
+	struct frontend *fe = data;
+	fe->nconns--;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+static void resume_accepting(h2o_timeout_entry_t *entry)
+{
+	struct frontend *fe = (struct frontend *)((char *)entry - offsetof(struct frontend, accept_pause_entry));
+	if (fe->stopping)
+		return;
+	for (size_t i = 0; i < fe->nlisteners; i++)
+		h2o_socket_read_start(fe->listeners[i], on_accept);
+}
+
+/* Out of file descriptors: the pending connection stays in the backlog
+ * and would wake us at once again, so stop listening for a moment. */
+static void pause_accepting(struct frontend *fe)
+{
+	if (h2o_timeout_is_linked(&fe->accept_pause_entry))
+		return;
+	log_emit(LOG_WARN, fe->log_child, log_err_fields(strerror(errno), NULL),
+		 "cannot accept connections (%zu open), retrying in %d ms", fe->nconns, ACCEPT_PAUSE_MS);
+	for (size_t i = 0; i < fe->nlisteners; i++)
+		h2o_socket_read_stop(fe->listeners[i]);
+	h2o_timeout_link(fe->loop, &fe->accept_pause, &fe->accept_pause_entry);
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+	struct frontend *fe = listener->data;
+	if (err)
+		return;
+	/* A bounded batch per wakeup keeps one busy listener from starving
+	 * the streams. */
+	for (int i = 0; i < 64; i++) {
+		errno = 0;
+		h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+		if (!sock) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				pause_accepting(fe);
+			return;
+		}
+		fe->nconns++;
+		sock->on_close.cb = on_conn_close;
+		sock->on_close.data = fe;
+		int fd = h2o_socket_get_fd(sock);
+		if (fe->sndbuf > 0)
+			(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &fe->sndbuf, sizeof(fe->sndbuf));  /* best effort */
+		h2o_accept(fe->nconns > fe->max_conns ? &fe->busy_accept_ctx : &fe->accept_ctx, sock);
+	}
+}
+
+/* ---- signals ---- */
+
+static void begin_shutdown(struct frontend *fe)
+{
+	if (fe->stopping)
+		return;
+	fe->stopping = true;
+	log_emit(LOG_INFO, fe->log_child, NULL, "stopping: closing listeners and ending %zu streams",
+		 subscribers_count(fe->subs));
+	for (size_t i = 0; i < fe->nlisteners; i++) {
+		h2o_socket_read_stop(fe->listeners[i]);
+		h2o_socket_close(fe->listeners[i]);
+	}
+	fe->nlisteners = 0;
+	if (h2o_timeout_is_linked(&fe->accept_pause_entry))
+		h2o_timeout_unlink(&fe->accept_pause_entry);
+	if (h2o_timeout_is_linked(&fe->ring_poll_entry))
+		h2o_timeout_unlink(&fe->ring_poll_entry);
+	subscribers_end_all(fe->subs);
+}
+
+static void on_signal(h2o_socket_t *sock, const char *err)
+{
+	struct frontend *fe = sock->data;
+	struct signalfd_siginfo si;
+	/* Bounded: the signalfd holds at most one entry per pending signal. */
+	for (int i = 0; i < 64 && read(fe->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si); i++) {
+		if (si.ssi_signo == SIGHUP) {
+			int r = log_reopen();
+			if (r < 0)
+				log_emit(LOG_ERROR, fe->log_child, log_err_fields(strerror(-r), NULL),
+					 "cannot reopen the log file, keeping the old one");
+		} else {
+			begin_shutdown(fe);
+		}
+	}
+}
+
+static h2o_socket_t *watch_fd(struct frontend *fe, int fd, h2o_socket_cb cb)
+{
+	h2o_socket_t *sock = h2o_evloop_socket_create(fe->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+	if (!sock)
+		die("cannot watch a file descriptor", ENOMEM);
+	sock->data = fe;
+	h2o_socket_read_start(sock, cb);
+	return sock;
+}
+
+int main(int argc, char **argv)
+{
+	struct options opt;
+	parse_options(argc, argv, &opt);
+	int r = log_init("vminfod", opt.log_file, opt.log_level);
+	if (r < 0) {
+		fprintf(stderr, "vminfod-frontend: cannot open log file %s: %s\n", opt.log_file, strerror(-r));
+		return 1;
+	}
+
+	struct frontend fe_storage = { 0 };
+	struct frontend *fe = &fe_storage;
+	fe->doorbell_fd = opt.doorbell_fd;
+	fe->signal_fd = -1;
+	fe->sndbuf = (int)opt.sndbuf;
+	fe->request_log_level = opt.request_log_level;
+	fe->log_child = json_pack("{s:s}", "component", "frontend");
+	if (!fe->log_child)
+		die("out of memory", ENOMEM);
+
+	/* Signals arrive as events; SIGPIPE would kill us on a closed peer. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		die("cannot ignore SIGPIPE", errno);
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 ||
+	    (fe->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
+		die("cannot set up signal handling", errno);
+
+	rlim_t nofile = raise_nofile();
+	fe->max_conns = opt.max_conns > 0 ? (size_t)opt.max_conns
+					  : (nofile > FD_RESERVE * 2 ? (size_t)(nofile - FD_RESERVE) : FD_RESERVE);
+
+	int fds[FE_MAX_LISTENERS];
+	size_t nfds = inherited_listeners(fds, FE_MAX_LISTENERS);
+	for (size_t i = 0; i < opt.nlisten && nfds < FE_MAX_LISTENERS; i++) {
+		int fd = listen_on(opt.listen[i]);
+		if (fd < 0) {
+			log_emit(LOG_FATAL, fe->log_child, log_err_fields(strerror(-fd), NULL),
+				 "cannot listen on %s, exiting", opt.listen[i]);
+			return 1;
+		}
+		fds[nfds++] = fd;
+	}
+	if (nfds == 0) {
+		log_emit(LOG_FATAL, fe->log_child, NULL, "no listening socket (LISTEN_FDS or --listen), exiting");
+		return 1;
+	}
+	if (fe->doorbell_fd >= 0) {
+		int fl = fcntl(fe->doorbell_fd, F_GETFL);
+		if (fl < 0 || fcntl(fe->doorbell_fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+		    fcntl(fe->doorbell_fd, F_SETFD, FD_CLOEXEC) < 0)
+			die("bad --doorbell-fd", errno);
+	}
+
+	r = ringreader_open(opt.ring, &fe->rr);
+	if (r < 0) {
+		log_emit(LOG_FATAL, fe->log_child, json_pack("{s:s, s:o}", "path", opt.ring, "err",
+							     log_err_obj(strerror(-r), NULL)),
+			 "cannot load the ring file %s, exiting", opt.ring);
+		return 1;
+	}
+	fe->loop = h2o_evloop_create();
+	fe->subs = subscribers_new(fe);
+	if (!fe->subs)
+		die("cannot set up the stream list", errno);
+	h2o_config_init(&fe->config);
+	h2o_config_init(&fe->busy_config);
+	/* No Server header: the original sends none. */
+	fe->config.server_name = h2o_iovec_init(H2O_STRLIT(""));
+	fe->busy_config.server_name = h2o_iovec_init(H2O_STRLIT(""));
+	if (routes_register(fe, &fe->config) < 0 || routes_register_busy(fe, &fe->busy_config) < 0)
+		die("out of memory", ENOMEM);
+	h2o_context_init(&fe->ctx, fe->loop, &fe->config);
+	h2o_context_init(&fe->busy_ctx, fe->loop, &fe->busy_config);
+	fe->accept_ctx.ctx = &fe->ctx;
+	fe->accept_ctx.hosts = fe->config.hosts;
+	fe->busy_accept_ctx.ctx = &fe->busy_ctx;
+	fe->busy_accept_ctx.hosts = fe->busy_config.hosts;
+
+	h2o_timeout_init(fe->loop, &fe->accept_pause, ACCEPT_PAUSE_MS);
+	fe->accept_pause_entry.cb = resume_accepting;
+	h2o_timeout_init(fe->loop, &fe->ring_poll, (uint64_t)opt.poll_ms);
+	fe->ring_poll_entry.cb = on_poll_timer;
+
+	for (size_t i = 0; i < nfds; i++)
+		fe->listeners[fe->nlisteners++] = watch_fd(fe, fds[i], on_accept);
+	fe->signal_sock = watch_fd(fe, fe->signal_fd, on_signal);
+	if (fe->doorbell_fd >= 0) {
+		fe->doorbell_sock = watch_fd(fe, fe->doorbell_fd, on_doorbell);
+		/* Anything published between our load and now. */
+		poll_ring(fe);
+	} else {
+		h2o_timeout_link(fe->loop, &fe->ring_poll, &fe->ring_poll_entry);
+	}
+
+	log_emit(LOG_INFO, fe->log_child,
+		 json_pack("{s:s, s:I, s:I, s:I}", "epoch", ringreader_epoch(fe->rr), "version",
+			   (json_int_t)ringreader_version(fe->rr), "listeners", (json_int_t)nfds, "maxConnections",
+			   (json_int_t)fe->max_conns),
+		 "frontend serving (%s)", fe->doorbell_fd >= 0 ? "doorbell" : "test mode: polling the ring");
+
+	uint64_t deadline_ns = 0;
+	for (;;) {
+		if (h2o_evloop_run(fe->loop, fe->stopping ? 50 : INT32_MAX) != 0 && errno != EINTR) {
+			log_emit(LOG_ERROR, fe->log_child, log_err_fields(strerror(errno), NULL),
+				 "event loop failed, exiting");
+			return 1;
+		}
+		if (fe->stopping) {
+			uint64_t now = tu_mono_ns();
+			if (!deadline_ns)
+				deadline_ns = now + SHUTDOWN_GRACE_MS * TU_NS_PER_MS;
+			if (subscribers_count(fe->subs) == 0 || now >= deadline_ns)
+				break;
+		}
+	}
+	log_emit(LOG_INFO, fe->log_child, NULL, "frontend stopped");
+	return 0;
+}

@@ -1,0 +1,463 @@
+/*
+ * subscribers.c - the /events streams.  See subscribers.h.
+ *
+ * Life of a stream: subscribers_start() makes the subscriber inside the
+ * request's memory pool (as a shared entry whose dispose hook runs when
+ * h2o frees the request, whatever ended it), sends the ready line and
+ * sets the cursor right after the version the ready line describes.
+ * From then on pump() runs whenever the stream is idle and there may be
+ * something to send: after each completed send (proceed) and when new
+ * events arrive (notify).  h2o allows one send in flight per request, so
+ * a stream that is behind sends a batch of pending lines at once.
+ *
+ * Memory per stream is fixed (the struct below); event bytes are shared.
+ */
+#include "subscribers.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <uuid/uuid.h>
+
+#include "frontend.h"
+#include "json.h"
+#include "log.h"
+#include "rcbuf.h"
+#include "ringreader.h"
+#include "timeutil.h"
+#include "vmset.h"
+
+/* Lines per send and bytes per send when a stream is behind: big enough
+ * to amortise the syscalls, small enough to keep the iovec array (and so
+ * every subscriber) small and to let other streams have their turn. */
+#define SUB_BATCH 16
+#define SUB_BATCH_BYTES (256 * 1024)
+
+enum sub_end {
+	SUB_END_NONE,
+	SUB_END_LAGGED,     /* send the error line, then end */
+	SUB_END_SHUTDOWN,   /* send the final chunk */
+	SUB_END_GONE,       /* the client hung up: end so that h2o closes */
+};
+
+struct subscriber {
+	h2o_generator_t gen;          /* first: h2o hands it back to proceed/stop */
+	struct subscribers *owner;
+	h2o_req_t *req;
+	struct subscriber *prev, *next;
+	uint64_t cursor;              /* next event version to send */
+	uint64_t created_ns;
+	char uuid[37];
+	char date[32];
+	h2o_iovec_t user_agent;       /* base NULL: no header */
+	int hup_fd;                   /* socket watched for the client hanging up, or -1 */
+	bool in_flight;               /* an h2o_send awaits its proceed */
+	bool finished;                /* the final send was made, or the client left */
+	enum sub_end end;
+	char why[200];                /* message of the lagged line */
+	size_t nheld;
+	struct rcbuf *held[SUB_BATCH];   /* references of the send in flight */
+	h2o_iovec_t iov[SUB_BATCH];
+	char line[400];               /* ready line (or its head), error line */
+	char tail[128];               /* ready line's tail after "vms" */
+};
+
+/*
+ * h2o stops reading an HTTP/1 connection while its response is being
+ * generated, so a client that hangs up is only noticed at the next write,
+ * which may be hours away: /status would list it meanwhile.  A private
+ * epoll set watches every stream's socket for EPOLLRDHUP (a second epoll
+ * instance may watch fds of h2o's own); the set's fd is itself pollable
+ * and sits in h2o's loop.
+ */
+struct subscribers {
+	struct frontend *fe;
+	struct subscriber *head, *tail;
+	size_t count;
+	int hup_epoll_fd;
+	h2o_socket_t *hup_sock;
+};
+
+static void pump(struct subscriber *sub);
+
+static void on_hup_ready(h2o_socket_t *sock, const char *err)
+{
+	struct subscribers *s = sock->data;
+	struct epoll_event evs[64];
+	int n = epoll_wait(s->hup_epoll_fd, evs, 64, 0);
+	for (int i = 0; i < n; i++) {
+		struct subscriber *sub = evs[i].data.ptr;
+		if (sub->end == SUB_END_NONE && !sub->finished) {
+			sub->end = SUB_END_GONE;
+			pump(sub);
+		}
+	}
+}
+
+struct subscribers *subscribers_new(struct frontend *fe)
+{
+	struct subscribers *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->fe = fe;
+	s->hup_epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->hup_epoll_fd < 0) {
+		free(s);
+		return NULL;
+	}
+	s->hup_sock = h2o_evloop_socket_create(fe->loop, s->hup_epoll_fd, H2O_SOCKET_FLAG_DONT_READ);
+	if (!s->hup_sock) {
+		close(s->hup_epoll_fd);
+		free(s);
+		return NULL;
+	}
+	s->hup_sock->data = s;
+	h2o_socket_read_start(s->hup_sock, on_hup_ready);
+	return s;
+}
+
+void subscribers_free(struct subscribers *s)
+{
+	/* Streams still linked are being disposed by h2o with their
+	 * requests; detach them so their dispose hooks do not touch s. */
+	if (!s)
+		return;
+	for (struct subscriber *sub = s->head; sub; sub = sub->next)
+		sub->owner = NULL;
+	h2o_socket_read_stop(s->hup_sock);
+	h2o_socket_close(s->hup_sock);   /* closes hup_epoll_fd */
+	free(s);
+}
+
+/* Watch the stream's socket for the client hanging up (HTTP/1 only: an
+ * HTTP/2 socket carries other streams). */
+static void watch_hup(struct subscribers *s, struct subscriber *sub)
+{
+	sub->hup_fd = -1;
+	if (sub->req->version >= 0x200 || !sub->req->conn->callbacks->get_socket)
+		return;
+	h2o_socket_t *sock = sub->req->conn->callbacks->get_socket(sub->req->conn);
+	int fd = sock ? h2o_socket_get_fd(sock) : -1;
+	struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLET, .data.ptr = sub };
+	if (fd >= 0 && epoll_ctl(s->hup_epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		sub->hup_fd = fd;
+}
+
+size_t subscribers_count(const struct subscribers *s)
+{
+	return s->count;
+}
+
+static void release_held(struct subscriber *sub)
+{
+	for (size_t i = 0; i < sub->nheld; i++)
+		rcbuf_unref(sub->held[i]);
+	sub->nheld = 0;
+}
+
+/* {userAgent, createdDate, createdTime} as the original logs "ret". */
+static json_t *listener_ret(const struct subscriber *sub)
+{
+	char hr[32];
+	tu_hrtime_str(sub->created_ns, hr);
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	if (sub->user_agent.base)
+		json_object_set_new(o, "userAgent", json_stringn(sub->user_agent.base, sub->user_agent.len));
+	json_object_set_new(o, "createdDate", json_string(sub->date));
+	json_object_set_new(o, "createdTime", json_string(hr));
+	return o;
+}
+
+static void log_listener(const struct subscriber *sub, json_t *child, const char *msg)
+{
+	if (!log_enabled(LOG_DEBUG))
+		return;
+	json_t *f = json_pack("{s:s, s:o*}", "uuid", sub->uuid, "ret", listener_ret(sub));
+	log_emit(LOG_DEBUG, child, f, "%s", msg);
+}
+
+/* Runs when h2o frees the request's pool: the stream is over, however it
+ * ended (final send done, client gone, connection closed). */
+static void sub_dispose(void *p)
+{
+	struct subscriber *sub = p;
+	release_held(sub);
+	struct subscribers *s = sub->owner;
+	if (!s)
+		return;
+	/* h2o frees the request before it closes the socket: the fd is
+	 * still this stream's. */
+	if (sub->hup_fd >= 0)
+		(void)epoll_ctl(s->hup_epoll_fd, EPOLL_CTL_DEL, sub->hup_fd, NULL);
+	if (sub->prev)
+		sub->prev->next = sub->next;
+	else
+		s->head = sub->next;
+	if (sub->next)
+		sub->next->prev = sub->prev;
+	else
+		s->tail = sub->prev;
+	s->count--;
+	log_listener(sub, s->fe->log_child, "/events listener removed");
+}
+
+/* Send what the stream needs next, if it is idle. */
+static void pump(struct subscriber *sub)
+{
+	if (sub->in_flight || sub->finished || !sub->owner)
+		return;
+	release_held(sub);
+	struct ringreader *rr = sub->owner->fe->rr;
+	uint64_t version = ringreader_version(rr);
+
+	if (sub->end == SUB_END_NONE && sub->cursor <= version && sub->cursor < ringreader_oldest(rr)) {
+		sub->end = SUB_END_LAGGED;
+		snprintf(sub->why, sizeof(sub->why),
+			 "event %" PRIu64 " is no longer available (this stream fell behind); reconnect to resume",
+			 sub->cursor);
+	}
+	if (sub->end == SUB_END_LAGGED) {
+		struct buf b = BUF_INIT;
+		int n = -1;
+		if (js_dump_string(sub->why, strlen(sub->why), &b) == 0)
+			n = snprintf(sub->line, sizeof(sub->line), "{\"type\":\"error\",\"code\":\"lagged\",\"message\":%s}\n",
+				     b.data);
+		buf_done(&b);
+		size_t cnt = 0;
+		if (n > 0 && (size_t)n < sizeof(sub->line)) {
+			sub->iov[0] = h2o_iovec_init(sub->line, (size_t)n);
+			cnt = 1;
+		}
+		sub->finished = sub->in_flight = true;
+		h2o_send(sub->req, sub->iov, cnt, H2O_SEND_STATE_FINAL);
+		return;
+	}
+	if (sub->end == SUB_END_SHUTDOWN || sub->end == SUB_END_GONE) {
+		sub->finished = sub->in_flight = true;
+		h2o_send(sub->req, sub->iov, 0, H2O_SEND_STATE_FINAL);
+		return;
+	}
+
+	size_t n = 0, bytes = 0;
+	while (n < SUB_BATCH && bytes < SUB_BATCH_BYTES && sub->cursor <= version) {
+		struct rcbuf *ev = ringreader_event(rr, sub->cursor);
+		if (!ev)
+			break;   /* cannot happen: oldest <= cursor <= version */
+		sub->held[n] = rcbuf_ref(ev);
+		sub->iov[n] = h2o_iovec_init(ev->data, ev->len);
+		bytes += ev->len;
+		n++;
+		sub->cursor++;
+	}
+	sub->nheld = n;
+	if (n == 0)
+		return;
+	sub->in_flight = true;
+	h2o_send(sub->req, sub->iov, n, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+	struct subscriber *sub = (struct subscriber *)gen;
+	sub->in_flight = false;
+	release_held(sub);
+	pump(sub);
+}
+
+/* The client is gone (or the connection failed): nothing more may be
+ * sent.  The references of the send in flight are kept until the dispose
+ * hook, when h2o has surely let go of the bytes. */
+static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+	struct subscriber *sub = (struct subscriber *)gen;
+	sub->finished = true;
+	sub->in_flight = false;
+}
+
+/* "<epoch>:<version>" naming a point of the current history whose every
+ * later event is still held: resume right after it. */
+static bool can_resume(struct ringreader *rr, const char *since, uint64_t *ret_version)
+{
+	const char *colon = strrchr(since, ':');
+	if (!colon || (size_t)(colon - since) != RING_EPOCH_LEN ||
+	    memcmp(since, ringreader_epoch(rr), RING_EPOCH_LEN) != 0)
+		return false;
+	const char *d = colon + 1;
+	if (*d == '\0' || strlen(d) > 20 || strspn(d, "0123456789") != strlen(d))
+		return false;
+	errno = 0;
+	unsigned long long v = strtoull(d, NULL, 10);
+	if (errno)
+		return false;
+	uint64_t version = ringreader_version(rr);
+	if (v > version)
+		return false;
+	if (v < version && ringreader_oldest(rr) > v + 1)
+		return false;
+	*ret_version = v;
+	return true;
+}
+
+/* Build and send the ready line (spec/http-api.md §4 item 3, plus epoch,
+ * version and resumed).  Returns -ENOMEM when the VM list cannot be
+ * built; nothing is sent then. */
+static int send_ready(struct subscriber *sub, const char *since)
+{
+	struct ringreader *rr = sub->owner->fe->rr;
+	uint64_t resume_version;
+	if (since && can_resume(rr, since, &resume_version)) {
+		int n = snprintf(sub->line, sizeof(sub->line),
+				 "{\"type\":\"ready\",\"date\":\"%s\",\"uuid\":\"%s\",\"epoch\":\"%s\",\"version\":%" PRIu64
+				 ",\"resumed\":true}\n",
+				 sub->date, sub->uuid, ringreader_epoch(rr), resume_version);
+		if (n < 0 || (size_t)n >= sizeof(sub->line))
+			return -ENOBUFS;
+		sub->cursor = resume_version + 1;
+		sub->iov[0] = h2o_iovec_init(sub->line, (size_t)n);
+		sub->nheld = 0;
+		sub->in_flight = true;
+		h2o_send(sub->req, sub->iov, 1, H2O_SEND_STATE_IN_PROGRESS);
+		return 0;
+	}
+	/* The VM list is the big part: one shared copy per version, between
+	 * a small per-stream head and tail. */
+	struct rcbuf *vms = vmset_array_string(ringreader_vms(rr));
+	if (!vms)
+		return -ENOMEM;
+	uint64_t version = ringreader_version(rr);
+	int h = snprintf(sub->line, sizeof(sub->line), "{\"type\":\"ready\",\"date\":\"%s\",\"uuid\":\"%s\",\"vms\":",
+			 sub->date, sub->uuid);
+	int t = snprintf(sub->tail, sizeof(sub->tail), ",\"epoch\":\"%s\",\"version\":%" PRIu64 ",\"resumed\":false}\n",
+			 ringreader_epoch(rr), version);
+	if (h < 0 || (size_t)h >= sizeof(sub->line) || t < 0 || (size_t)t >= sizeof(sub->tail))
+		return -ENOBUFS;
+	sub->cursor = version + 1;
+	sub->held[0] = rcbuf_ref(vms);
+	sub->nheld = 1;
+	sub->iov[0] = h2o_iovec_init(sub->line, (size_t)h);
+	sub->iov[1] = h2o_iovec_init(vms->data, vms->len);
+	sub->iov[2] = h2o_iovec_init(sub->tail, (size_t)t);
+	sub->in_flight = true;
+	h2o_send(sub->req, sub->iov, 3, H2O_SEND_STATE_IN_PROGRESS);
+	return 0;
+}
+
+int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *since)
+{
+	struct subscriber *sub = h2o_mem_alloc_shared(&req->pool, sizeof(*sub), sub_dispose);
+	memset(sub, 0, sizeof(*sub));
+	sub->gen.proceed = on_proceed;
+	sub->gen.stop = on_stop;
+	sub->req = req;
+	sub->created_ns = tu_mono_ns();
+	if (tu_iso_date(tu_wall_ms(), sub->date) < 0)
+		snprintf(sub->date, sizeof(sub->date), "1970-01-01T00:00:00.000Z");
+	uuid_t u;
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, sub->uuid);
+	ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_USER_AGENT, -1);
+	if (i >= 0)
+		sub->user_agent = h2o_strdup(&req->pool, req->headers.entries[i].value.base,
+					     req->headers.entries[i].value.len);
+
+	sub->owner = s;
+	watch_hup(s, sub);
+	sub->prev = s->tail;
+	if (s->tail)
+		s->tail->next = sub;
+	else
+		s->head = sub;
+	s->tail = sub;
+	s->count++;
+	log_listener(sub, s->fe->log_child, "new /events listener created");
+
+	req->res.status = 200;
+	req->res.reason = "OK";
+	req->res.content_length = SIZE_MAX;
+	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+	h2o_start_response(req, &sub->gen);
+	if (send_ready(sub, since) < 0) {
+		/* Out of memory for the VM list: end the stream at once; the
+		 * client sees it close without a ready line and retries. */
+		log_emit(LOG_ERROR, s->fe->log_child, json_pack("{s:s}", "uuid", sub->uuid),
+			 "cannot build the ready line, closing the stream");
+		sub->finished = sub->in_flight = true;
+		h2o_send(req, sub->iov, 0, H2O_SEND_STATE_FINAL);
+	}
+	return 0;
+}
+
+void subscribers_notify(struct subscribers *s)
+{
+	for (struct subscriber *sub = s->head, *next; sub; sub = next) {
+		next = sub->next;
+		pump(sub);
+	}
+}
+
+static void end_all(struct subscribers *s, enum sub_end end, const char *why)
+{
+	for (struct subscriber *sub = s->head, *next; sub; sub = next) {
+		next = sub->next;
+		if (sub->finished || sub->end != SUB_END_NONE)
+			continue;
+		sub->end = end;
+		if (why)
+			snprintf(sub->why, sizeof(sub->why), "%s", why);
+		pump(sub);
+	}
+}
+
+void subscribers_lag_all(struct subscribers *s, const char *why)
+{
+	end_all(s, SUB_END_LAGGED, why);
+}
+
+void subscribers_end_all(struct subscribers *s)
+{
+	end_all(s, SUB_END_SHUTDOWN, NULL);
+}
+
+json_t *subscribers_listeners_json(const struct subscribers *s, uint64_t now_ns)
+{
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	for (const struct subscriber *sub = s->head; sub; sub = sub->next) {
+		if ((sub->finished && sub->end == SUB_END_NONE) || sub->end == SUB_END_GONE)
+			continue;   /* client already gone */
+		char hr[32], ago[80];
+		tu_hrtime_str(sub->created_ns, hr);
+		tu_pretty_delta(now_ns > sub->created_ns ? now_ns - sub->created_ns : 0, ago);
+		json_t *l = json_object();
+		if (!l) {
+			json_decref(o);
+			return NULL;
+		}
+		if (sub->user_agent.base) {
+			json_t *ua = json_stringn(sub->user_agent.base, sub->user_agent.len);
+			if (!ua) {
+				/* Not UTF-8: show it as Node would decode it. */
+				size_t n;
+				char *clean = js_utf8_sanitize(sub->user_agent.base, sub->user_agent.len, &n);
+				ua = clean ? json_stringn(clean, n) : NULL;
+				free(clean);
+			}
+			if (ua)
+				json_object_set_new(l, "userAgent", ua);
+		}
+		json_object_set_new(l, "createdTime", json_string(hr));
+		json_object_set_new(l, "createdDate", json_string(sub->date));
+		json_object_set_new(l, "createdAgo", json_string(ago));
+		json_object_set_new(o, sub->uuid, l);
+	}
+	return o;
+}

@@ -1,0 +1,985 @@
+/*
+ * vmload.c - read a zone's sources under --root and build its VM object
+ * (spec/vmload.md §2, §4; per-VM isolation of DESIGN.md §11).
+ *
+ * Owns root-confined file access (see vmload.h for the openat2 choice),
+ * the raw sections of one zone and the build stage.  The XML stage itself
+ * is vmxml.c; the index parser is zoneindex.c.  ZFS-derived keys and
+ * runtime facts (spec/vmload.md §2.7, §5) are not produced.
+ */
+#include "vmload.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "log.h"
+#include "timeutil.h"
+#include "vmxml.h"
+
+struct vm_raw {
+	unsigned sections;        /* sections holding data */
+	char *name;               /* zonename of the last load */
+	/* VMS_ZONEADM */
+	char *zonename, *state, *zonepath, *uuid;
+	/* VMS_XML */
+	json_t *xml;
+	struct vmxml_meta meta;
+	/* VMS_LASTEXITED: has_exit false when the file is missing/malformed */
+	bool has_exit;
+	int exit_status;
+	double exit_ms;
+	/* VMS_LASTMOD: has_mtime false when no file counted */
+	bool has_mtime;
+	int64_t mtime_s;
+	/* VMS_JSON: {"customer_metadata","internal_metadata","routes","tags"},
+	 * NULL when the load failed for an `incomplete` zone */
+	json_t *json;
+	char *errors[VMS_COUNT];
+};
+
+/* snprintf into a caller's error buffer; truncation is fine there. */
+static void __attribute__((format(printf, 3, 4)))
+errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errlen == 0)
+		return;
+	va_start(ap, fmt);
+	(void)vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static const char *const json_files[] = { "metadata", "tags", "routes" };
+
+/* ---- root-confined file access ---- */
+
+static int
+sys_openat2(int dirfd, const char *path, int flags)
+{
+	struct open_how how;
+
+	memset(&how, 0, sizeof(how));
+	how.flags = (uint64_t)flags;
+	how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+int
+vmload_ctx_init(struct vmload_ctx *ctx, const char *root, char *err, size_t errlen)
+{
+	int fd;
+
+	memset(ctx, 0, sizeof(*ctx));
+	ctx->root_fd = -1;
+	ctx->root = strdup(root);
+	ctx->root_real = realpath(root, NULL);
+	if (ctx->root == NULL || ctx->root_real == NULL) {
+		int e = ctx->root == NULL ? ENOMEM : errno;
+
+		errf(err, errlen, "cannot resolve root %s: %s", root, strerror(e));
+		vmload_ctx_done(ctx);
+		return -e;
+	}
+	ctx->root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (ctx->root_fd < 0) {
+		int e = errno;
+
+		errf(err, errlen, "cannot open root %s: %s", root, strerror(e));
+		vmload_ctx_done(ctx);
+		return -e;
+	}
+	fd = sys_openat2(ctx->root_fd, ".", O_PATH | O_CLOEXEC);
+	if (fd >= 0) {
+		ctx->have_openat2 = true;
+		(void)close(fd);
+	} else {
+		log_debug(NULL, "openat2 unavailable (%s), confining paths by realpath check",
+			strerror(errno));
+	}
+	return 0;
+}
+
+void
+vmload_ctx_done(struct vmload_ctx *ctx)
+{
+	if (ctx->root_fd >= 0)
+		(void)close(ctx->root_fd);
+	ctx->root_fd = -1;
+	free(ctx->root);
+	free(ctx->root_real);
+	ctx->root = NULL;
+	ctx->root_real = NULL;
+}
+
+/* Is the opened fd's real path inside the root?  (fallback only) */
+static bool
+fd_inside_root(const struct vmload_ctx *ctx, int fd)
+{
+	char proc[64], real[PATH_MAX];
+	ssize_t n;
+	size_t rl = strlen(ctx->root_real);
+
+	(void)snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	n = readlink(proc, real, sizeof(real) - 1);
+	if (n < 0)
+		return false;
+	real[n] = '\0';
+	if (strcmp(ctx->root_real, "/") == 0)
+		return true;
+	return strncmp(real, ctx->root_real, rl) == 0 && (real[rl] == '/' || real[rl] == '\0');
+}
+
+/* Open host path `hostpath` (absolute) under the root.  fd or -errno. */
+static int
+open_in_root(const struct vmload_ctx *ctx, const char *hostpath, int flags)
+{
+	char full[PATH_MAX];
+	int fd;
+
+	if (ctx->have_openat2) {
+		/* EAGAIN: a concurrent rename raced the lookup; retry a little. */
+		for (int i = 0; i < 4; i++) {
+			fd = sys_openat2(ctx->root_fd, hostpath, flags);
+			if (fd >= 0)
+				return fd;
+			if (errno != EAGAIN)
+				break;
+		}
+		return -errno;
+	}
+	if ((size_t)snprintf(full, sizeof(full), "%s/%s", ctx->root, hostpath) >= sizeof(full))
+		return -ENAMETOOLONG;
+	fd = open(full, flags | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ELOOP ? -ENOENT : -errno;
+	if (!fd_inside_root(ctx, fd)) {
+		(void)close(fd);
+		log_warn(json_pack("{s:s}", "path", hostpath),
+			"refusing %s: resolves outside the root, treating as missing", hostpath);
+		return -ENOENT;
+	}
+	return fd;
+}
+
+/* Read all of an opened fd (closed here).  `shown` names it in logs. */
+static int
+read_fd(int fd, const char *shown, char **ret, size_t *ret_len)
+{
+	struct stat st;
+	char *data = NULL;
+	size_t len = 0, cap;
+	int rc;
+
+	*ret = NULL;
+	*ret_len = 0;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		rc = -EISDIR;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		/* A FIFO or device could block or have side effects. */
+		log_warn(json_pack("{s:s}", "path", shown),
+			"refusing %s: not a regular file, treating as missing", shown);
+		rc = -ENOENT;
+		goto out;
+	}
+	if ((uint64_t)st.st_size > VMLOAD_MAX_FILE_BYTES) {
+		rc = -EFBIG;
+		goto out;
+	}
+	cap = (size_t)st.st_size + 1;
+	data = malloc(cap + 1);
+	if (data == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n;
+
+		if (len == cap) {
+			/* The file grew since fstat. */
+			char *nd;
+
+			if (cap > VMLOAD_MAX_FILE_BYTES) {
+				rc = -EFBIG;
+				goto out;
+			}
+			cap *= 2;
+			nd = realloc(data, cap + 1);
+			if (nd == NULL) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			data = nd;
+		}
+		n = read(fd, data + len, cap - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	data[len] = '\0';
+	*ret = data;
+	*ret_len = len;
+	data = NULL;
+	rc = 0;
+out:
+	free(data);
+	(void)close(fd);
+	return rc;
+}
+
+#define READ_FLAGS (O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+
+int
+vmload_read(struct vmload_ctx *ctx, const char *hostpath, char **ret, size_t *ret_len)
+{
+	int fd = open_in_root(ctx, hostpath, READ_FLAGS);
+
+	*ret = NULL;
+	*ret_len = 0;
+	if (fd < 0)
+		return fd;
+	return read_fd(fd, hostpath, ret, ret_len);
+}
+
+int
+vmload_read_path(const char *path, char **ret, size_t *ret_len)
+{
+	int fd = open(path, READ_FLAGS);
+
+	*ret = NULL;
+	*ret_len = 0;
+	if (fd < 0)
+		return -errno;
+	return read_fd(fd, path, ret, ret_len);
+}
+
+/* The errno's symbolic name ("ENOENT"), or "READ_FILE". */
+static const char *
+errno_code(int e)
+{
+	const char *name = strerrorname_np(e);
+
+	return name != NULL ? name : "READ_FILE";
+}
+
+/* ---- zone index and sysinfo ---- */
+
+static void
+index_skip(void *arg, unsigned lineno, const char *line, const char *reason)
+{
+	log_warn(json_pack("{s:i,s:s,s:s}", "lineno", (int)lineno, "line", line,
+		"reason", reason),
+		"skipping line %u of /etc/zones/index: %s", lineno, reason);
+}
+
+int
+vmload_index(struct vmload_ctx *ctx, struct zoneindex *ret, char *err, size_t errlen)
+{
+	char *text;
+	size_t len;
+	int rc = vmload_read(ctx, "/etc/zones/index", &text, &len);
+
+	if (rc < 0) {
+		errf(err, errlen, "cannot read /etc/zones/index: %s", strerror(-rc));
+		return rc;
+	}
+	rc = zoneindex_parse(text, len, ret, index_skip, NULL);
+	free(text);
+	if (rc < 0)
+		errf(err, errlen, "cannot parse /etc/zones/index: %s", strerror(-rc));
+	return rc;
+}
+
+json_t *
+vmload_sysinfo(struct vmload_ctx *ctx, char *err, size_t errlen)
+{
+	char *text, perr[200];
+	size_t len;
+	json_t *v;
+	int rc = vmload_read(ctx, "/tmp/.sysinfo.json", &text, &len);
+
+	if (rc < 0) {
+		errf(err, errlen, "cannot read /tmp/.sysinfo.json: %s", strerror(-rc));
+		return NULL;
+	}
+	v = js_parse(text, len, perr, sizeof(perr));
+	free(text);
+	if (v == NULL)
+		errf(err, errlen, "invalid JSON in /tmp/.sysinfo.json: %s", perr);
+	return v;
+}
+
+/* ---- raw records ---- */
+
+struct vm_raw *
+vm_raw_new(void)
+{
+	return calloc(1, sizeof(struct vm_raw));
+}
+
+static void
+clear_section(struct vm_raw *raw, unsigned bit)
+{
+	raw->sections &= ~bit;
+	switch (bit) {
+	case VMS_ZONEADM:
+		free(raw->zonename);
+		free(raw->state);
+		free(raw->zonepath);
+		free(raw->uuid);
+		raw->zonename = raw->state = raw->zonepath = raw->uuid = NULL;
+		break;
+	case VMS_XML:
+		json_decref(raw->xml);
+		raw->xml = NULL;
+		memset(&raw->meta, 0, sizeof(raw->meta));
+		raw->meta.debugid = NAN;
+		break;
+	case VMS_LASTEXITED:
+		raw->has_exit = false;
+		break;
+	case VMS_LASTMOD:
+		raw->has_mtime = false;
+		break;
+	case VMS_JSON:
+		json_decref(raw->json);
+		raw->json = NULL;
+		break;
+	default:
+		break;
+	}
+}
+
+static int
+section_index(unsigned bit)
+{
+	return __builtin_ctz(bit);
+}
+
+void
+vm_raw_free(struct vm_raw *raw)
+{
+	if (raw == NULL)
+		return;
+	for (unsigned bit = 1; bit <= VMS_JSON; bit <<= 1)
+		clear_section(raw, bit);
+	for (int i = 0; i < VMS_COUNT; i++)
+		free(raw->errors[i]);
+	free(raw->name);
+	free(raw);
+}
+
+static char *
+strdup_or_null(const char *s, bool *nomem)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	d = strdup(s);
+	if (d == NULL)
+		*nomem = true;
+	return d;
+}
+
+struct vm_raw *
+vm_raw_dup(const struct vm_raw *raw)
+{
+	struct vm_raw *d = vm_raw_new();
+	bool nomem = false;
+
+	if (d == NULL)
+		return NULL;
+	*d = *raw;
+	d->name = strdup_or_null(raw->name, &nomem);
+	d->zonename = strdup_or_null(raw->zonename, &nomem);
+	d->state = strdup_or_null(raw->state, &nomem);
+	d->zonepath = strdup_or_null(raw->zonepath, &nomem);
+	d->uuid = strdup_or_null(raw->uuid, &nomem);
+	for (int i = 0; i < VMS_COUNT; i++)
+		d->errors[i] = strdup_or_null(raw->errors[i], &nomem);
+	/* XML and JSON sections are never modified in place: share them. */
+	d->xml = json_incref(raw->xml);
+	d->json = json_incref(raw->json);
+	if (nomem) {
+		vm_raw_free(d);
+		return NULL;
+	}
+	return d;
+}
+
+unsigned
+vm_raw_sections(const struct vm_raw *raw)
+{
+	return raw->sections;
+}
+
+const char *
+vm_raw_error(const struct vm_raw *raw, unsigned section)
+{
+	if (section == 0 || section > VMS_JSON || (section & (section - 1)) != 0)
+		return NULL;
+	return raw->errors[section_index(section)];
+}
+
+const char *
+vm_raw_zonename(const struct vm_raw *raw)
+{
+	return raw->name;
+}
+
+/* ---- section loaders ---- */
+
+static int
+load_zoneadm(struct vm_raw *raw, const struct zone_record *rec, char *err, size_t errlen)
+{
+	raw->zonename = strdup(rec->zonename);
+	raw->state = strdup(rec->state);
+	raw->zonepath = strdup(rec->zonepath);
+	raw->uuid = strdup(rec->uuid);
+	if (raw->zonename == NULL || raw->state == NULL || raw->zonepath == NULL ||
+	    raw->uuid == NULL) {
+		errf(err, errlen, "%s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int
+load_xml(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec,
+	char *err, size_t errlen)
+{
+	char path[PATH_MAX], *data;
+	size_t len;
+	struct vmxml_error xerr;
+	int rc;
+
+	(void)snprintf(path, sizeof(path), "/etc/zones/%s.xml", rec->zonename);
+	rc = vmload_read(ctx, path, &data, &len);
+	if (rc < 0) {
+		const char *code = errno_code(-rc);
+
+		/* A zone whose XML is not there yet is routine (DESIGN.md §11). */
+		log_emit(rc == -ENOENT ? LOG_WARN : LOG_ERROR, NULL,
+			log_err_fields(strerror(-rc), code), "unable to load %s", path);
+		errf(err, errlen, "unable to load %s: %s: %s", path, code,
+			strerror(-rc));
+		return rc;
+	}
+	raw->xml = vmxml_parse(data, len, path, &raw->meta, &xerr);
+	free(data);
+	if (raw->xml == NULL) {
+		log_error(log_err_fields(xerr.message, xerr.code), "unable to load %s", path);
+		errf(err, errlen, "unable to load %s: %s: %s", path, xerr.code,
+			xerr.message);
+		return strcmp(xerr.code, "ENOMEM") == 0 ? -ENOMEM : -EINVAL;
+	}
+	return 0;
+}
+
+/* ES5 ToInt32. */
+static int32_t
+to_int32(double d)
+{
+	double m;
+
+	if (!isfinite(d))
+		return 0;
+	m = fmod(trunc(d), 4294967296.0);
+	if (m < 0)
+		m += 4294967296.0;
+	if (m >= 2147483648.0)
+		m -= 4294967296.0;
+	return (int32_t)m;
+}
+
+int
+vmload_parse_lastexited(const char *text, size_t len, int *ret_status,
+	double *ret_ms, char *err, size_t errlen)
+{
+	const char *s, *e, *p, *cut = NULL;
+	size_t pieces = 1, cut_len = 0;
+	char *first, *second;
+	double n, ms;
+	char iso[32];
+
+	vmxml_js_trim(text, len, &s, &e);
+	/* split(/\s/): every single whitespace character separates. */
+	for (p = s; p < e;) {
+		size_t w = vmxml_js_space_len(p, e);
+
+		if (w == 0) {
+			p++;
+			continue;
+		}
+		if (pieces == 1) {
+			cut = p;
+			cut_len = w;
+		}
+		pieces++;
+		p += w;
+	}
+	if (pieces != 2) {
+		errf(err, errlen, "wrong number of fields in [%.*s]",
+			(int)((e - s) > 200 ? 200 : (e - s)), s);
+		return -EINVAL;
+	}
+	first = strndup(s, (size_t)(cut - s));
+	second = strndup(cut + cut_len, (size_t)(e - cut - cut_len));
+	if (first == NULL || second == NULL) {
+		free(first);
+		free(second);
+		errf(err, errlen, "%s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	n = vmxml_js_number(second);
+	if (n == -1) {
+		*ret_status = 0;
+	} else {
+		int32_t v = to_int32(n);
+
+		*ret_status = (v & 0xff) == 0 ? (v >> 8) : -(v & 0xff);
+	}
+	ms = vmxml_js_number(first) * 1000;
+	free(first);
+	free(second);
+	/* new Date(ms): TimeClip, then the ISO string must be printable. */
+	if (!isfinite(ms) || fabs(ms) > 8.64e15 || tu_iso_date((int64_t)trunc(ms), iso) < 0) {
+		errf(err, errlen, "Invalid time value");
+		return -EINVAL;
+	}
+	*ret_ms = trunc(ms);
+	return 0;
+}
+
+static void
+load_lastexited(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec)
+{
+	char path[PATH_MAX], *text, perr[256];
+	size_t len;
+	int rc;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/lastexited", rec->zonepath) >= sizeof(path))
+		return;
+	rc = vmload_read(ctx, path, &text, &len);
+	if (rc == -ENOENT)
+		return;
+	if (rc < 0) {
+		log_warn(log_err_fields(strerror(-rc), errno_code(-rc)),
+			"cannot read %s, ignoring", path);
+		return;
+	}
+	rc = vmload_parse_lastexited(text, len, &raw->exit_status, &raw->exit_ms,
+		perr, sizeof(perr));
+	free(text);
+	if (rc < 0) {
+		/* Upstream crashes on a bad timestamp; here the VM just has no
+		 * exit keys.  The field-count case is silent upstream. */
+		log_emit(strcmp(perr, "Invalid time value") == 0 ? LOG_WARN : LOG_DEBUG,
+			NULL, log_err_fields(perr, NULL), "cannot parse %s, ignoring", path);
+		return;
+	}
+	raw->has_exit = true;
+	log_debug(json_pack("{s:s}", "filename", path), "found exit_status value: %d",
+		raw->exit_status);
+}
+
+static void
+load_lastmod(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec)
+{
+	char paths[5][PATH_MAX];
+
+	(void)snprintf(paths[0], PATH_MAX, "%s/config/metadata.json", rec->zonepath);
+	(void)snprintf(paths[1], PATH_MAX, "%s/config/routes.json", rec->zonepath);
+	(void)snprintf(paths[2], PATH_MAX, "%s/config/tags.json", rec->zonepath);
+	(void)snprintf(paths[3], PATH_MAX, "%s/lastexited", rec->zonepath);
+	(void)snprintf(paths[4], PATH_MAX, "/etc/zones/%s.xml", rec->zonename);
+	for (int i = 0; i < 5; i++) {
+		struct stat st;
+		int fd = open_in_root(ctx, paths[i], O_PATH | O_CLOEXEC);
+
+		if (fd == -ENOENT || fd == -ENOTDIR)
+			continue;
+		if (fd >= 0) {
+			int src = fstat(fd, &st) < 0 ? -errno : 0;
+
+			(void)close(fd);
+			fd = src;
+		}
+		if (fd < 0) {
+			log_error(log_err_fields(strerror(-fd), errno_code(-fd)),
+				"Unable to get timestamp for \"%s\": %s", paths[i], strerror(-fd));
+			continue;
+		}
+		if (!S_ISREG(st.st_mode))
+			continue;
+		if (!raw->has_mtime || st.st_mtim.tv_sec > raw->mtime_s) {
+			raw->has_mtime = true;
+			raw->mtime_s = st.st_mtim.tv_sec;
+		}
+	}
+}
+
+/* The parsed value of one config file; {} when missing or invalid. */
+static int
+read_json_file(struct vmload_ctx *ctx, const char *path, json_t **ret)
+{
+	char *text, *clean, perr[200];
+	size_t len, clean_len;
+	int rc = vmload_read(ctx, path, &text, &len);
+
+	*ret = NULL;
+	if (rc == -ENOENT) {
+		log_debug(NULL, "Skipping nonexistent file %s", path);
+		*ret = json_object();
+		return *ret != NULL ? 0 : -ENOMEM;
+	}
+	if (rc < 0)
+		return rc;
+	clean = js_utf8_sanitize(text, len, &clean_len);
+	free(text);
+	if (clean == NULL)
+		return -ENOMEM;
+	*ret = js_parse(clean, clean_len, perr, sizeof(perr));
+	free(clean);
+	if (*ret == NULL) {
+		/* Upstream treats it as {} without a word; DESIGN.md §11 wants
+		 * the operator told. */
+		log_warn(json_pack("{s:s,s:s}", "path", path, "err", perr),
+			"invalid JSON in %s, treating it as {}", path);
+		*ret = json_object();
+		if (*ret == NULL)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* metadata.json's member `key` if it has one, else {}. */
+static json_t *
+metadata_member(const json_t *metadata, const char *key)
+{
+	json_t *v = json_is_object(metadata) ? json_object_get(metadata, key) : NULL;
+
+	return v != NULL ? json_deep_copy(v) : json_object();
+}
+
+static int
+load_json(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec,
+	char *err, size_t errlen)
+{
+	json_t *vals[3] = { NULL, NULL, NULL };
+	char path[PATH_MAX];
+	int rc = 0;
+
+	for (int i = 0; i < 3; i++) {
+		if ((size_t)snprintf(path, sizeof(path), "%s/config/%s.json", rec->zonepath,
+		    json_files[i]) >= sizeof(path)) {
+			rc = -ENAMETOOLONG;
+		} else {
+			rc = read_json_file(ctx, path, &vals[i]);
+		}
+		if (rc < 0) {
+			json_t *ef = log_err_fields(strerror(-rc), errno_code(-rc));
+
+			log_error(ef, "loadJsonConfig() failed to load %s", path);
+			errf(err, errlen, "loadJsonConfig() failed to load %s: %s",
+				path, strerror(-rc));
+			break;
+		}
+	}
+	if (rc < 0) {
+		for (int i = 0; i < 3; i++)
+			json_decref(vals[i]);
+		if (rc != -ENOMEM && strcmp(rec->state, "incomplete") == 0) {
+			log_debug(log_err_fields(err, errno_code(-rc)),
+				"zone is in state incomplete ignoring error loading JSON");
+			err[0] = '\0';
+			return 0;
+		}
+		return rc;
+	}
+	if (json_is_null(vals[0]))
+		log_warn(json_pack("{s:s}", "zonename", rec->zonename),
+			"metadata.json of %s is null, using {} for its metadata", rec->zonename);
+	raw->json = json_object();
+	if (raw->json == NULL ||
+	    js_set(raw->json, "customer_metadata", metadata_member(vals[0], "customer_metadata")) < 0 ||
+	    js_set(raw->json, "internal_metadata", metadata_member(vals[0], "internal_metadata")) < 0 ||
+	    js_set(raw->json, "routes", json_incref(vals[2])) < 0 ||
+	    js_set(raw->json, "tags", json_incref(vals[1])) < 0) {
+		rc = -ENOMEM;
+		json_decref(raw->json);
+		raw->json = NULL;
+		errf(err, errlen, "%s", strerror(ENOMEM));
+	}
+	for (int i = 0; i < 3; i++)
+		json_decref(vals[i]);
+	return rc;
+}
+
+int
+vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
+	struct vm_raw *raw, unsigned sections, char *err, size_t errlen)
+{
+	char serr[512];
+	int first = 0;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	/* The index parser already rejects these; a name reaching a path must
+	 * never contain a separator or be "." / "..". */
+	if (!zoneindex_name_ok(rec->zonename) || strchr(rec->zonename, '/') != NULL ||
+	    rec->zonepath[0] != '/') {
+		errf(err, errlen, "unsafe zone record for %s", rec->zonename);
+		return -EINVAL;
+	}
+	if (raw->name == NULL || strcmp(raw->name, rec->zonename) != 0) {
+		char *n = strdup(rec->zonename);
+
+		if (n == NULL) {
+			errf(err, errlen, "%s", strerror(ENOMEM));
+			return -ENOMEM;
+		}
+		free(raw->name);
+		raw->name = n;
+	}
+	for (unsigned bit = 1; bit <= VMS_JSON; bit <<= 1) {
+		int rc = 0, i = section_index(bit);
+
+		if (!(sections & bit))
+			continue;
+		clear_section(raw, bit);
+		free(raw->errors[i]);
+		raw->errors[i] = NULL;
+		serr[0] = '\0';
+		switch (bit) {
+		case VMS_ZONEADM:
+			rc = load_zoneadm(raw, rec, serr, sizeof(serr));
+			break;
+		case VMS_XML:
+			rc = load_xml(ctx, raw, rec, serr, sizeof(serr));
+			break;
+		case VMS_LASTEXITED:
+			load_lastexited(ctx, raw, rec);
+			break;
+		case VMS_LASTMOD:
+			load_lastmod(ctx, raw, rec);
+			break;
+		case VMS_JSON:
+			rc = load_json(ctx, raw, rec, serr, sizeof(serr));
+			break;
+		default:
+			break;
+		}
+		if (rc < 0) {
+			clear_section(raw, bit);
+			raw->errors[i] = strdup(serr);
+			if (first == 0) {
+				first = rc;
+				errf(err, errlen, "%s", serr);
+			}
+		} else {
+			raw->sections |= bit;
+		}
+	}
+	return first;
+}
+
+/* ---- build (spec/vmload.md §4) ---- */
+
+static int
+set_iso(json_t *obj, const char *key, double ms)
+{
+	char iso[32];
+
+	if (tu_iso_date((int64_t)ms, iso) < 0)
+		return js_set(obj, key, json_null());
+	return js_set(obj, key, json_string(iso));
+}
+
+static int
+set_from_sysinfo(json_t *vm, const json_t *sysinfo, const char *member, const char *key)
+{
+	json_t *v = json_is_object(sysinfo) ? json_object_get(sysinfo, member) : NULL;
+
+	if (v == NULL)
+		return 0;
+	return js_set(vm, key, json_deep_copy(v));
+}
+
+json_t *
+vmload_build(const struct vm_raw *raw, const json_t *sysinfo, char *err, size_t errlen)
+{
+	const char *uuid, *brand, *state;
+	json_t *vm, *v;
+	bool hvm, running;
+	int rc = 0;
+
+	if (!(raw->sections & VMS_ZONEADM)) {
+		errf(err, errlen, "VM %s not found in zoneadm",
+			raw->name != NULL ? raw->name : "?");
+		return NULL;
+	}
+	uuid = raw->uuid;
+	if (!(raw->sections & VMS_XML) || raw->xml == NULL) {
+		errf(err, errlen, "VM %s XML data missing from cache", uuid);
+		return NULL;
+	}
+	/* The record's brand is the XML root attribute on this port. */
+	brand = json_string_value(json_object_get(raw->xml, "brand"));
+	if (brand == NULL || brand[0] == '\0' || raw->state[0] == '\0' ||
+	    raw->zonename[0] == '\0' || raw->zonepath[0] == '\0') {
+		errf(err, errlen, "VM %s zone record is missing brand, state, "
+			"zonename or zonepath", uuid);
+		return NULL;
+	}
+	vm = json_deep_copy(raw->xml);
+	if (vm == NULL)
+		goto nomem;
+	hvm = strcmp(brand, "kvm") == 0 || strcmp(brand, "bhyve") == 0;
+	running = strcmp(raw->state, "running") == 0;
+
+	rc |= js_set(vm, "brand", json_string(brand));
+	rc |= js_set(vm, "uuid", json_string(uuid));
+	rc |= js_set(vm, "zone_state", json_string(raw->state));
+	rc |= js_set(vm, "zonename", json_string(raw->zonename));
+	rc |= js_set(vm, "zonepath", json_string(raw->zonepath));
+	rc |= js_set(vm, "hvm", json_boolean(hvm));
+	/* No runtime zone ids on this port (spec/vmload.md §2.1). */
+	rc |= js_set(vm, "zoneid", json_null());
+	rc |= js_set(vm, "zonedid", js_number(raw->meta.debugid));
+	if (raw->has_mtime)
+		rc |= set_iso(vm, "last_modified", (double)raw->mtime_s * 1000);
+	else
+		log_warn(NULL, "\"last_modified\" requested, but not found incache for VM %s", uuid);
+	if (!running) {
+		if (raw->has_exit) {
+			rc |= js_set(vm, "exit_status", js_number(raw->exit_status));
+			rc |= set_iso(vm, "exit_timestamp", raw->exit_ms);
+		} else {
+			log_warn(NULL, "\"exit_status\" requested, but not found incache for VM %s", uuid);
+			log_warn(NULL, "\"exit_timestamp\" requested, but not found in cache for VM %s",
+				uuid);
+		}
+	}
+	if (json_object_get(vm, "resolvers") == NULL)
+		rc |= js_set(vm, "resolvers", json_array());
+	if (json_object_get(vm, "firewall_enabled") == NULL)
+		rc |= js_set(vm, "firewall_enabled", json_false());
+	rc |= set_from_sysinfo(vm, sysinfo, "UUID", "server_uuid");
+	rc |= set_from_sysinfo(vm, sysinfo, "Datacenter Name", "datacenter_name");
+	rc |= set_from_sysinfo(vm, sysinfo, "Live Image", "platform_buildstamp");
+	rc |= set_from_sysinfo(vm, sysinfo, "Headnode ID", "headnode_id");
+
+	/* state: a transition's state wins, else derived from zone_state. */
+	v = json_object_get(vm, "state");
+	state = json_string_value(v);
+	if (state == NULL)
+		state = strcmp(raw->state, "installed") == 0 ? "stopped" : raw->state;
+	if (strcmp(state, "stopped") == 0 && json_is_true(json_object_get(vm, "provisioning"))) {
+		log_debug(NULL, "provisioning marker is set - converting stopped state to provisioning");
+		state = "provisioning";
+	}
+	{
+		const char *failed = json_string_value(json_object_get(vm, "failed"));
+
+		if (failed != NULL && failed[0] != '\0')
+			state = "failed";
+	}
+	rc |= js_set(vm, "state", json_string(state));
+
+	if ((raw->sections & VMS_JSON) && raw->json != NULL) {
+		static const char *const keys[] = {
+			"customer_metadata", "internal_metadata", "routes", "tags",
+		};
+
+		for (size_t i = 0; i < 4; i++)
+			rc |= js_set(vm, keys[i], json_deep_copy(json_object_get(raw->json, keys[i])));
+	}
+	if (rc != 0)
+		goto nomem;
+	return vm;
+nomem:
+	json_decref(vm);
+	errf(err, errlen, "VM %s: %s", uuid, strerror(ENOMEM));
+	return NULL;
+}
+
+json_t *
+vmload_raw_json(const struct vm_raw *raw)
+{
+	json_t *o = json_object();
+	int rc = 0;
+
+	if (o == NULL)
+		return NULL;
+	if (raw->sections & VMS_ZONEADM) {
+		json_t *z = json_object();
+		const char *brand = raw->xml != NULL ?
+			json_string_value(json_object_get(raw->xml, "brand")) : NULL;
+
+		if (z == NULL) {
+			json_decref(o);
+			return NULL;
+		}
+		rc |= js_set(z, "zoneid", json_null());
+		rc |= js_set(z, "zonename", json_string(raw->zonename));
+		rc |= js_set(z, "state", json_string(raw->state));
+		rc |= js_set(z, "zonepath", json_string(raw->zonepath));
+		rc |= js_set(z, "uuid", json_string(raw->uuid));
+		if (brand != NULL)
+			rc |= js_set(z, "brand", json_string(brand));
+		if (raw->meta.ip_type[0] != '\0')
+			rc |= js_set(z, "ip_type", json_string(raw->meta.ip_type));
+		rc |= js_set(z, "zonedid", js_number(raw->meta.debugid));
+		rc |= js_set(o, "zoneadm_objects", z);
+	}
+	if ((raw->sections & VMS_XML) && raw->xml != NULL)
+		rc |= js_set(o, "zonexml_objects", json_deep_copy(raw->xml));
+	if ((raw->sections & VMS_LASTEXITED) && raw->has_exit) {
+		json_t *le = json_object();
+
+		if (le != NULL) {
+			rc |= js_set(le, "exit_status", js_number(raw->exit_status));
+			rc |= set_iso(le, "exit_timestamp", raw->exit_ms);
+		}
+		rc |= js_set(o, "last_exited", le);
+	}
+	if ((raw->sections & VMS_LASTMOD) && raw->has_mtime) {
+		char iso[32];
+
+		if (tu_iso_date(raw->mtime_s * 1000, iso) >= 0)
+			rc |= js_set(o, "last_modified", json_string(iso));
+	}
+	if ((raw->sections & VMS_JSON) && raw->json != NULL)
+		rc |= js_set(o, "json_objects", json_deep_copy(raw->json));
+	if (rc != 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}

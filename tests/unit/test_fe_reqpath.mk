@@ -1,0 +1,1 @@
+test_fe_reqpath_SRCS := frontend/reqpath.c

@@ -1,0 +1,1 @@
+test_fe_vmset_SRCS := frontend/vmset.c frontend/rcbuf.c

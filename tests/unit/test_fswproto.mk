@@ -1,0 +1,1 @@
+test_fswproto_SRCS := fswatcher/proto.c

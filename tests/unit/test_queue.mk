@@ -1,0 +1,1 @@
+test_queue_SRCS := supervisor/queue.c

@@ -1,0 +1,1 @@
+test_ring_SRCS :=

@@ -1,0 +1,1 @@
+test_statusfmt_SRCS :=

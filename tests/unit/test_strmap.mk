@@ -1,0 +1,1 @@
+test_strmap_SRCS :=

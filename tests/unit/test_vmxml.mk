@@ -1,0 +1,1 @@
+test_vmxml_SRCS := supervisor/vmxml.c

@@ -1,0 +1,1 @@
+test_zoneindex_SRCS := supervisor/zoneindex.c
