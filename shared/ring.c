@@ -579,6 +579,9 @@ int ring_writer_open(const char *path, size_t size_bytes, struct ring_writer **r
 			}
 			if (writer_load(w) == 0) {
 				memcpy(w->epoch, w->h->epoch, RING_EPOCH_LEN);
+				/* Only a file renamed back could carry the flag; it
+				 * is the live one again. */
+				atomic_store(&w->h->retired, 0);
 				atomic_store(&w->h->writer_pid, (uint64_t)getpid());
 				atomic_fetch_add(&w->h->generation, 1);
 				*ret_kept = true;

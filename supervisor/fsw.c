@@ -495,7 +495,7 @@ static void on_ready(struct fsw *w, json_t *obj)
 	}
 	w->child_ready = true;
 	log_debug(json_pack("{s:O?,s:i}", "version", json_object_get(obj, "version"),
-		"pid", (int)w->child.pid), "fswatcher ready");
+		"watcher_pid", (int)w->child.pid), "fswatcher ready");
 	if (!w->ready_called) {
 		w->ready_called = true;
 		if (w->cbs.ready != NULL)
@@ -510,7 +510,9 @@ static json_t *delays_json(const struct fsw *w);
 
 static void on_line(struct fsw *w, const char *line, size_t len)
 {
-	if (w->broken || w->stopping || !w->started) {
+	if (w->broken)
+		return;   /* being killed for an earlier line; its exit was logged */
+	if (w->stopping || !w->started) {
 		log_warn(json_pack("{s:o}", "line", trunc_str(line, len)),
 			"stdout received while not running");
 		return;
@@ -954,6 +956,7 @@ void fsw_free(struct fsw *w)
 		return;
 	fsw_stop(w);
 	ev_timer_stop(w->loop, &w->child.retry);
+	ev_timer_stop(w->loop, &w->retry_timer);
 	close_pipes(w);
 	strmap_done(&w->watching);
 	strmap_done(&w->not_yet);

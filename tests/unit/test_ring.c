@@ -385,6 +385,47 @@ static void test_ring_oversize_record_refused(void **state)
 	ring_writer_close(w);
 }
 
+static int failing_cb(struct ring_writer *w, void *arg)
+{
+	int *calls = arg;
+	(*calls)++;
+	return -EMSGSIZE; /* e.g. the VM set outgrew a quarter of the ring */
+}
+
+static void test_ring_snapshot_cb_failure_refuses_event(void **state)
+{
+	struct fx *fx = *state;
+	struct ring_writer *w = wopen(fx->path, SMALL, NULL, NULL);
+	int calls = 0;
+	struct buf line = BUF_INIT;
+	ring_writer_set_snapshot_cb(w, failing_cb, &calls);
+	/* No snapshot yet: the first event needs one. */
+	assert_int_equal(ev_publish(w, 100, &line), -EMSGSIZE);
+	assert_int_equal(calls, 1);
+	assert_int_equal(ring_writer_version(w), 0);
+	struct ring_snap_vm vm = { "a", 1, "{}", 2 };
+	assert_int_equal(ring_writer_snapshot(w, &vm, 1), 0);
+	int i, e = 0;
+	for (i = 0; i < 1000 && (e = ev_publish(w, 1000, &line)) == 0; i++)
+		;
+	/* Appends went on until the snapshot was about to be overwritten. */
+	assert_int_equal(e, -EMSGSIZE);
+	assert_int_equal(calls, 2);
+	assert_true(i > 10);
+	assert_int_equal(ring_writer_version(w), (uint64_t)i);
+	struct ring_reader *r = ropen(fx->path);
+	struct ring_rec rec = RING_REC_INIT;
+	assert_int_equal(ring_reader_snapshot(r, &rec), 0);
+	assert_int_equal(rec.version, 0);
+	assert_int_equal(ring_reader_event(r, 1, &rec), 0);
+	assert_int_equal(ring_reader_event(r, (uint64_t)i, &rec), 0);
+	assert_int_equal(ring_reader_event(r, (uint64_t)i + 1, &rec), -ENOENT);
+	ring_rec_done(&rec);
+	ring_reader_close(r);
+	buf_done(&line);
+	ring_writer_close(w);
+}
+
 static void test_ring_reader_falls_behind_and_recovers(void **state)
 {
 	struct fx *fx = *state;
@@ -957,6 +998,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ring_snapshot_cb_keeps_ring_resumable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_snapshot_cb_when_index_wraps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_oversize_record_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ring_snapshot_cb_failure_refuses_event, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_reader_falls_behind_and_recovers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_hammer_readers_never_see_torn_records, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_bad_files_get_new_epoch, setup, teardown),

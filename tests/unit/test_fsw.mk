@@ -1,0 +1,1 @@
+test_fsw_SRCS := supervisor/fsw.c supervisor/child.c
