@@ -50,6 +50,7 @@ struct frontend {
 	h2o_socket_t *signal_sock;
 
 	struct ringreader *rr;
+	int ring_err;                          /* last ring read error (logged once), 0 */
 	struct subscribers *subs;
 
 	json_t *log_child;                     /* {"component":"frontend"} */

@@ -92,7 +92,16 @@ static int snapshot_cb(struct ring_writer *w, void *arg)
 	int r = p->vms(p->owner, collect_vm, p);
 	if (r < 0)
 		return r;
-	return ring_writer_snapshot(w, p->snap, p->snap_n);
+	r = ring_writer_snapshot(w, p->snap, p->snap_n);
+	if (r == -EMSGSIZE) {
+		size_t size = 0;
+		for (size_t i = 0; i < p->snap_n; i++)
+			size += p->snap[i].json_len + p->snap[i].zonename_len;
+		log_error(json_pack("{s:I,s:I}", "size", (json_int_t)size, "vms", (json_int_t)p->snap_n),
+		          "snapshot of %zu VMs (%zu bytes) is larger than a quarter of the ring; "
+		          "raise --ring-size to at least 4 times that", p->snap_n, size);
+	}
+	return r;
 }
 
 int publish_snapshot(struct publish *p)
@@ -177,6 +186,10 @@ int64_t publish_event(struct publish *p, enum ring_ev_type type, const char *zon
 	if (p->ring) {
 		r = ring_writer_event(p->ring, type, zonename, strlen(zonename), b->data,
 		                      b->len, vm_off, vm_json ? vm_json_len : 0);
+		if (r == -EMSGSIZE)
+			log_error(json_pack("{s:s,s:I}", "zonename", zonename, "size", (json_int_t)b->len),
+			          "event of %zu bytes (or the snapshot it needs first) is larger than a "
+			          "quarter of the ring; raise --ring-size", b->len);
 		if (r < 0)
 			return r;
 	}

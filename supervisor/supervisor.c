@@ -202,7 +202,7 @@ static pid_t spawn_frontend(struct child *c, void *arg)
 	for (size_t i = 0; i <= n; i++)
 		if (moved[i] < 0 || dup2(moved[i], 3 + (int)i) < 0)
 			_exit(127);
-	char nfds[16], pidbuf[16], dfd[16], level[16];
+	char nfds[24], pidbuf[24], dfd[24], level[24];
 	snprintf(nfds, sizeof(nfds), "%zu", n);
 	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)getpid());
 	snprintf(dfd, sizeof(dfd), "%zu", 3 + n);

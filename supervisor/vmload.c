@@ -64,6 +64,18 @@ errf(char *err, size_t errlen, const char *fmt, ...)
 
 static const char *const json_files[] = { "metadata", "tags", "routes" };
 
+/* The five files whose newest mtime is last_modified (spec/vmload.md §2.5). */
+enum { F_METADATA, F_ROUTES, F_TAGS, F_LASTEXITED, F_XML, F_COUNT };
+static const int json_file_slot[] = { F_METADATA, F_TAGS, F_ROUTES };
+
+/* What one vmload_zone() call learned about a file while reading it, so
+ * that the last-modified section does not open and stat it again (on a
+ * 10,000-zone host that is 50,000 fewer opens). */
+struct seen {
+	enum { SEEN_NOTHING, SEEN_MISSING, SEEN_STAT } what;
+	struct stat st;
+};
+
 /* ---- root-confined file access ---- */
 
 static int
@@ -176,7 +188,7 @@ open_in_root(const struct vmload_ctx *ctx, const char *hostpath, int flags)
 
 /* Read all of an opened fd (closed here).  `shown` names it in logs. */
 static int
-read_fd(int fd, const char *shown, char **ret, size_t *ret_len)
+read_fd(int fd, const char *shown, char **ret, size_t *ret_len, struct seen *seen)
 {
 	struct stat st;
 	char *data = NULL;
@@ -188,6 +200,10 @@ read_fd(int fd, const char *shown, char **ret, size_t *ret_len)
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
 		goto out;
+	}
+	if (seen != NULL) {
+		seen->what = SEEN_STAT;
+		seen->st = st;
 	}
 	if (S_ISDIR(st.st_mode)) {
 		rc = -EISDIR;
@@ -253,16 +269,26 @@ out:
 
 #define READ_FLAGS (O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
 
-int
-vmload_read(struct vmload_ctx *ctx, const char *hostpath, char **ret, size_t *ret_len)
+static int
+read_seen(struct vmload_ctx *ctx, const char *hostpath, char **ret, size_t *ret_len,
+	struct seen *seen)
 {
 	int fd = open_in_root(ctx, hostpath, READ_FLAGS);
 
 	*ret = NULL;
 	*ret_len = 0;
-	if (fd < 0)
+	if (fd < 0) {
+		if (seen != NULL && (fd == -ENOENT || fd == -ENOTDIR))
+			seen->what = SEEN_MISSING;
 		return fd;
-	return read_fd(fd, hostpath, ret, ret_len);
+	}
+	return read_fd(fd, hostpath, ret, ret_len, seen);
+}
+
+int
+vmload_read(struct vmload_ctx *ctx, const char *hostpath, char **ret, size_t *ret_len)
+{
+	return read_seen(ctx, hostpath, ret, ret_len, NULL);
 }
 
 int
@@ -274,7 +300,7 @@ vmload_read_path(const char *path, char **ret, size_t *ret_len)
 	*ret_len = 0;
 	if (fd < 0)
 		return -errno;
-	return read_fd(fd, path, ret, ret_len);
+	return read_fd(fd, path, ret, ret_len, NULL);
 }
 
 /* The errno's symbolic name ("ENOENT"), or "READ_FILE". */
@@ -471,7 +497,7 @@ load_zoneadm(struct vm_raw *raw, const struct zone_record *rec, char *err, size_
 
 static int
 load_xml(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec,
-	char *err, size_t errlen)
+	struct seen *seen, char *err, size_t errlen)
 {
 	char path[PATH_MAX], *data;
 	size_t len;
@@ -479,7 +505,7 @@ load_xml(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *r
 	int rc;
 
 	(void)snprintf(path, sizeof(path), "/etc/zones/%s.xml", rec->zonename);
-	rc = vmload_read(ctx, path, &data, &len);
+	rc = read_seen(ctx, path, &data, &len, &seen[F_XML]);
 	if (rc < 0) {
 		const char *code = errno_code(-rc);
 
@@ -577,7 +603,8 @@ vmload_parse_lastexited(const char *text, size_t len, int *ret_status,
 }
 
 static void
-load_lastexited(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec)
+load_lastexited(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec,
+	struct seen *seen)
 {
 	char path[PATH_MAX], *text, perr[256];
 	size_t len;
@@ -585,7 +612,7 @@ load_lastexited(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_re
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/lastexited", rec->zonepath) >= sizeof(path))
 		return;
-	rc = vmload_read(ctx, path, &text, &len);
+	rc = read_seen(ctx, path, &text, &len, &seen[F_LASTEXITED]);
 	if (rc == -ENOENT)
 		return;
 	if (rc < 0) {
@@ -609,18 +636,27 @@ load_lastexited(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_re
 }
 
 static void
-load_lastmod(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec)
+load_lastmod(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec,
+	const struct seen *seen)
 {
-	char paths[5][PATH_MAX];
+	char paths[F_COUNT][PATH_MAX];
 
-	(void)snprintf(paths[0], PATH_MAX, "%s/config/metadata.json", rec->zonepath);
-	(void)snprintf(paths[1], PATH_MAX, "%s/config/routes.json", rec->zonepath);
-	(void)snprintf(paths[2], PATH_MAX, "%s/config/tags.json", rec->zonepath);
-	(void)snprintf(paths[3], PATH_MAX, "%s/lastexited", rec->zonepath);
-	(void)snprintf(paths[4], PATH_MAX, "/etc/zones/%s.xml", rec->zonename);
-	for (int i = 0; i < 5; i++) {
+	(void)snprintf(paths[F_METADATA], PATH_MAX, "%s/config/metadata.json", rec->zonepath);
+	(void)snprintf(paths[F_ROUTES], PATH_MAX, "%s/config/routes.json", rec->zonepath);
+	(void)snprintf(paths[F_TAGS], PATH_MAX, "%s/config/tags.json", rec->zonepath);
+	(void)snprintf(paths[F_LASTEXITED], PATH_MAX, "%s/lastexited", rec->zonepath);
+	(void)snprintf(paths[F_XML], PATH_MAX, "/etc/zones/%s.xml", rec->zonename);
+	for (int i = 0; i < F_COUNT; i++) {
 		struct stat st;
-		int fd = open_in_root(ctx, paths[i], O_PATH | O_CLOEXEC);
+		int fd;
+
+		if (seen[i].what == SEEN_MISSING)
+			continue;
+		if (seen[i].what == SEEN_STAT) {
+			st = seen[i].st;
+			goto have_stat;
+		}
+		fd = open_in_root(ctx, paths[i], O_PATH | O_CLOEXEC);
 
 		if (fd == -ENOENT || fd == -ENOTDIR)
 			continue;
@@ -635,6 +671,7 @@ load_lastmod(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_recor
 				"Unable to get timestamp for \"%s\": %s", paths[i], strerror(-fd));
 			continue;
 		}
+have_stat:
 		if (!S_ISREG(st.st_mode))
 			continue;
 		if (!raw->has_mtime || st.st_mtim.tv_sec > raw->mtime_s) {
@@ -646,11 +683,11 @@ load_lastmod(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_recor
 
 /* The parsed value of one config file; {} when missing or invalid. */
 static int
-read_json_file(struct vmload_ctx *ctx, const char *path, json_t **ret)
+read_json_file(struct vmload_ctx *ctx, const char *path, json_t **ret, struct seen *seen)
 {
-	char *text, *clean, perr[200];
-	size_t len, clean_len;
-	int rc = vmload_read(ctx, path, &text, &len);
+	char *text, perr[200];
+	size_t len;
+	int rc = read_seen(ctx, path, &text, &len, seen);
 
 	*ret = NULL;
 	if (rc == -ENOENT) {
@@ -660,12 +697,9 @@ read_json_file(struct vmload_ctx *ctx, const char *path, json_t **ret)
 	}
 	if (rc < 0)
 		return rc;
-	clean = js_utf8_sanitize(text, len, &clean_len);
+	/* js_parse replaces invalid UTF-8 itself, as Node decodes files. */
+	*ret = js_parse(text, len, perr, sizeof(perr));
 	free(text);
-	if (clean == NULL)
-		return -ENOMEM;
-	*ret = js_parse(clean, clean_len, perr, sizeof(perr));
-	free(clean);
 	if (*ret == NULL) {
 		/* Upstream treats it as {} without a word; DESIGN.md §11 wants
 		 * the operator told. */
@@ -689,7 +723,7 @@ metadata_member(const json_t *metadata, const char *key)
 
 static int
 load_json(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec,
-	char *err, size_t errlen)
+	struct seen *seen, char *err, size_t errlen)
 {
 	json_t *vals[3] = { NULL, NULL, NULL };
 	char path[PATH_MAX];
@@ -700,7 +734,7 @@ load_json(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *
 		    json_files[i]) >= sizeof(path)) {
 			rc = -ENAMETOOLONG;
 		} else {
-			rc = read_json_file(ctx, path, &vals[i]);
+			rc = read_json_file(ctx, path, &vals[i], &seen[json_file_slot[i]]);
 		}
 		if (rc < 0) {
 			json_t *ef = log_err_fields(strerror(-rc), errno_code(-rc));
@@ -767,7 +801,15 @@ vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
 		free(raw->name);
 		raw->name = n;
 	}
-	for (unsigned bit = 1; bit <= VMS_JSON; bit <<= 1) {
+	/* last-modified comes last: it reuses what the reads saw. */
+	static const unsigned order[] = {
+		VMS_ZONEADM, VMS_XML, VMS_LASTEXITED, VMS_JSON, VMS_LASTMOD,
+	};
+	struct seen seen[F_COUNT];
+
+	memset(seen, 0, sizeof(seen));
+	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+		unsigned bit = order[k];
 		int rc = 0, i = section_index(bit);
 
 		if (!(sections & bit))
@@ -781,16 +823,16 @@ vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
 			rc = load_zoneadm(raw, rec, serr, sizeof(serr));
 			break;
 		case VMS_XML:
-			rc = load_xml(ctx, raw, rec, serr, sizeof(serr));
+			rc = load_xml(ctx, raw, rec, seen, serr, sizeof(serr));
 			break;
 		case VMS_LASTEXITED:
-			load_lastexited(ctx, raw, rec);
+			load_lastexited(ctx, raw, rec, seen);
 			break;
 		case VMS_LASTMOD:
-			load_lastmod(ctx, raw, rec);
+			load_lastmod(ctx, raw, rec, seen);
 			break;
 		case VMS_JSON:
-			rc = load_json(ctx, raw, rec, serr, sizeof(serr));
+			rc = load_json(ctx, raw, rec, seen, serr, sizeof(serr));
 			break;
 		default:
 			break;

@@ -8,8 +8,10 @@
 #include "vmxml.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -535,6 +537,24 @@ walk_set(struct walk *w, json_t *target, const struct category *cat,
 		walk_nomem(w);
 }
 
+/* a + b + c into out (size n), truncated; no printf on the hot path. */
+static void
+concat3(char *out, size_t n, const char *a, const char *b, const char *c)
+{
+	const char *parts[3] = { a, b, c };
+	size_t off = 0;
+
+	for (int i = 0; i < 3; i++) {
+		size_t l = strlen(parts[i]);
+
+		if (l > n - 1 - off)
+			l = n - 1 - off;
+		memcpy(out + off, parts[i], l);
+		off += l;
+	}
+	out[off] = '\0';
+}
+
 /* Same with the suffix built from two parts ("net-attr." + name). */
 static void
 walk_set2(struct walk *w, json_t *target, const struct category *cat,
@@ -542,11 +562,12 @@ walk_set2(struct walk *w, json_t *target, const struct category *cat,
 {
 	char suffix[512];
 
-	if ((size_t)snprintf(suffix, sizeof(suffix), "%s%s", a, b) >= sizeof(suffix)) {
+	if (strlen(a) + strlen(b) >= sizeof(suffix)) {
 		log_warn(NULL, "\"%s%s%.64s...\" not found in XML_PROPERTIES",
 			cat->prefix, a, b);
 		return;
 	}
+	concat3(suffix, sizeof(suffix), a, b, "");
 	walk_set(w, target, cat, suffix, value);
 }
 
@@ -692,9 +713,10 @@ level3_start(struct walk *w, const char *name, const XML_Char **atts)
 			const char *action = attr_get(atts, "action");
 			char suffix[512];
 
-			(void)snprintf(suffix, sizeof(suffix), "%s.%s.%s", w->rctl_name,
-				priv != NULL ? priv : "undefined",
-				action != NULL ? action : "undefined");
+			concat3(suffix, sizeof(suffix), w->rctl_name, ".",
+				priv != NULL ? priv : "undefined");
+			concat3(suffix + strlen(suffix), sizeof(suffix) - strlen(suffix), ".",
+				action != NULL ? action : "undefined", "");
 			walk_set(w, w->vm, &cat_rctl, suffix, attr_get(atts, "limit"));
 			return;
 		}
@@ -733,8 +755,8 @@ level3_start(struct walk *w, const char *name, const XML_Char **atts)
 			char suffix[512];
 			json_t *pair;
 
-			(void)snprintf(suffix, sizeof(suffix), "net-attr.%s",
-				an != NULL ? an : "undefined");
+			concat3(suffix, sizeof(suffix), "net-attr.",
+				an != NULL ? an : "undefined", "");
 			pair = json_pack("[s,o]", suffix,
 				value != NULL ? json_string(value) : json_null());
 			if (pair == NULL || json_array_append_new(w->dev_pairs, pair) < 0) {
@@ -794,11 +816,18 @@ on_start(void *data, const XML_Char *name, const XML_Char **atts)
 	/* Not skipping means every ancestor was handled: depth <= 4 here. */
 	if (w->depth <= 4) {
 		size_t base = w->depth > 1 ? w->path_len[w->depth - 1] : 0;
-		int n = snprintf(w->path + base, sizeof(w->path) - base, "%s%s",
-			w->depth > 1 ? "." : "", name);
+		size_t n = strlen(name), room = sizeof(w->path) - 1 - base;
+		char *p = w->path + base;
 
-		w->path_len[w->depth] = n < 0 ? base :
-			(size_t)n >= sizeof(w->path) - base ? sizeof(w->path) - 1 : base + (size_t)n;
+		if (w->depth > 1 && room > 0) {
+			*p++ = '.';
+			room--;
+		}
+		if (n > room)
+			n = room;
+		memcpy(p, name, n);
+		p[n] = '\0';
+		w->path_len[w->depth] = (size_t)(p + n - w->path);
 	}
 	switch (w->depth) {
 	case 1:
@@ -1024,6 +1053,59 @@ postprocess(json_t *vm, const char *brand)
 	return 0;
 }
 
+/* Is s[0..n) valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF)?
+ * Zone XML is nearly always ASCII, so the common path is a word scan and
+ * the (copying) replacement of bad sequences is only done when needed. */
+static bool
+utf8_valid(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned char c = s[i];
+		size_t len;
+		uint32_t cp;
+
+		if (c < 0x80) {
+			uint64_t w;
+
+			while (i + 8 <= n) {
+				memcpy(&w, s + i, 8);
+				if (w & 0x8080808080808080ULL)
+					break;
+				i += 8;
+			}
+			if (i < n && s[i] < 0x80)
+				i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			len = 2;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			len = 3;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			len = 4;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (i + len > n)
+			return false;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+			return false;
+		i += len;
+	}
+	return true;
+}
+
 static void
 set_err(struct vmxml_error *err, const char *code, const char *fmt, const char *arg)
 {
@@ -1047,8 +1129,14 @@ vmxml_parse(const char *data, size_t len, const char *where,
 		meta->ip_type[0] = '\0';
 		meta->debugid = NAN;
 	}
-	text = js_utf8_sanitize(data, len, &text_len);
-	if (text == NULL) {
+	if (len > INT_MAX / 2) {
+		set_err(err, "EFBIG", "%s", strerror(EFBIG));
+		return NULL;
+	}
+	if (utf8_valid((const unsigned char *)data, len)) {
+		text = NULL;
+		text_len = len;
+	} else if ((text = js_utf8_sanitize(data, len, &text_len)) == NULL) {
 		set_err(err, "ENOMEM", "%s", strerror(ENOMEM));
 		return NULL;
 	}
@@ -1066,7 +1154,7 @@ vmxml_parse(const char *data, size_t len, const char *where,
 
 	/* Non-final: errors that need the end of input (no root, unclosed
 	 * elements) are not errors; whatever was complete is used. */
-	st = XML_Parse(w.parser, text, (int)text_len, XML_FALSE);
+	st = XML_Parse(w.parser, text != NULL ? text : data, (int)text_len, XML_FALSE);
 	if (w.nomem) {
 		set_err(err, "ENOMEM", "%s", strerror(ENOMEM));
 		goto out;

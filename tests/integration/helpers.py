@@ -195,6 +195,7 @@ class EventStream:
         self.buf = b""      # raw bytes not yet decoded
         self.lines = b""    # decoded body bytes not yet returned as lines
         self.eof = False
+        self.skipped = []   # events wait_event passed over
         self.status, self.reason, self.headers = self._read_head(timeout)
         te = self.headers.get("transfer-encoding", "").lower()
         self.chunked = ChunkedDecoder() if "chunked" in te else None

@@ -10,6 +10,7 @@ import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -486,7 +487,8 @@ def test_new_epoch_ends_streams_with_lagged(frontend, ring, tmp_path):
     # Another size makes the writer start a new file with a new epoch.
     ring.open("2M")
     assert ring.epoch != old and ring.version == 0
-    ring.vms[Z1] = vm(Z1, n=1)
+    # The supervisor's first act on a new ring: a snapshot.  Until then
+    # the frontend keeps serving the old state.
     ring.snapshot()
     ring.status(FACTS)
     err = s.wait_event(lambda e: e["type"] == "error", timeout=10, what="the lagged line")
@@ -520,3 +522,28 @@ def test_connections_past_the_limit_get_503(frontend):
     s1.close()
     wait_for(lambda: fe.get("/ping")[0] == 200, 10, "a free connection slot")
     s2.close()
+
+
+def test_waits_for_the_ring_to_appear(frontend, tmp_path, request):
+    """Started before the supervisor published anything, the frontend
+    waits for the ring (bounded) instead of exiting."""
+    class Late:
+        path = str(tmp_path / "late.ring")
+    made = []
+
+    def publish_later():
+        r = Ring(Late.path)
+        made.append(r)
+        r.status(FACTS)
+        # An event, not a second snapshot at version 0: the frontend may
+        # already have loaded the tool's initial empty one.
+        r.event("create", Z1, vm(Z1))
+    timer = threading.Timer(0.3, publish_later)
+    timer.start()
+    try:
+        fe = frontend(ring=Late)
+        wait_for(lambda: fe.get("/vms")[2].decode() == "[%s]" % vm(Z1), 10, "the snapshot")
+    finally:
+        timer.join()
+        for r in made:
+            r.close()

@@ -22,6 +22,7 @@ struct model {
 	struct ring_writer *w;
 	char json[NZONES][64];
 	bool present[NZONES];
+	unsigned counter;   /* makes every published VM differ */
 };
 
 static int snapshot_cb(struct ring_writer *w, void *arg)
@@ -58,8 +59,7 @@ static void publish(struct model *m, int i, size_t pad)
 {
 	char z[3] = { 'z', (char)('0' + i), 0 };
 	char *vm = malloc(pad + 64);
-	static unsigned counter;
-	snprintf(vm, pad + 64, "{\"zonename\":\"%s\",\"n\":%u,\"p\":\"%*s\"}", z, ++counter, (int)pad, "");
+	snprintf(vm, pad + 64, "{\"zonename\":\"%s\",\"n\":%u,\"p\":\"%*s\"}", z, ++m->counter, (int)pad, "");
 	enum ring_ev_type t = m->present[i] ? RING_EV_MODIFY : RING_EV_CREATE;
 	uint64_t v = ring_writer_version(m->w) + 1;
 	size_t cap = strlen(vm) + 256;

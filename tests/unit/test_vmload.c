@@ -41,7 +41,7 @@
 
 struct fx {
 	char root[64];
-	char log_path[64];
+	char log_path[80];
 	struct vmload_ctx ctx;
 };
 
@@ -200,7 +200,7 @@ test_vmload_worked_example(void **state)
 	json_t *vm;
 
 	make_worked_host(f);
-	(void)take_log(f);
+	free(take_log(f));
 	vm = load_and_build(f, U1, &rc, err, sizeof(err));
 	assert_int_equal(rc, 0);
 	assert_non_null(vm);
@@ -279,7 +279,7 @@ test_vmload_zone_without_xml_is_skipped(void **state)
 	mkdirs(f, "/zones/noxml");
 	puts_(f, "/etc/zones/index", "noxml:installed:/zones/noxml:" U2 "\n"
 		U1 ":installed:/zones/" U1 ":" U1 "\n");
-	(void)take_log(f);
+	free(take_log(f));
 	vm = load_and_build(f, "noxml", &rc, err, sizeof(err));
 	assert_null(vm);
 	assert_int_equal(rc, -ENOENT);
@@ -320,7 +320,7 @@ test_vmload_garbage_xml_is_isolated(void **state)
 	copy_fixture(f, "garbage.xml", "/etc/zones/bad.xml");
 	puts_(f, "/etc/zones/index", "bad:installed:/zones/bad:" U2 "\n");
 	assert_int_equal(vmload_index(&f->ctx, &idx, err, sizeof(err)), 0);
-	(void)take_log(f);
+	free(take_log(f));
 	assert_int_equal(vmload_zone(&f->ctx, &idx.recs[0], raw, VMS_ALL, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "unable to load /etc/zones/bad.xml: PARSE_ERROR: syntax error");
 	assert_string_equal(vm_raw_error(raw, VMS_XML), err);
@@ -349,7 +349,7 @@ test_vmload_fifo_metadata_is_refused(void **state)
 	make_worked_host(f);
 	pathf(path, sizeof(path), f, "/zones/" U1 "/config/metadata.json");
 	assert_int_equal(mkfifo(path, 0644), 0);
-	(void)take_log(f);
+	free(take_log(f));
 	/* would block forever on a plain open(O_RDONLY) */
 	vm = load_and_build(f, U1, &rc, err, sizeof(err));
 	assert_int_equal(rc, 0);

@@ -508,7 +508,7 @@ test_vmxml_unknown_things_are_logged_and_ignored(void **state)
 	char *log;
 	json_t *vm;
 
-	(void)take_log();
+	free(take_log());
 	vm = xml_ok("<zone name=\"u\" brand=\"joyent\" color=\"red\">"
 		"<attr name=\"no-such-attr\" value=\"1\"/>"
 		"<mystery a=\"1\"><attr name=\"hostname\" value=\"hidden\"/></mystery>"
@@ -535,7 +535,7 @@ test_vmxml_unsupported_brand_warns(void **state)
 	char *log;
 	json_t *vm;
 
-	(void)take_log();
+	free(take_log());
 	vm = xml_ok("<zone name=\"s\" brand=\"sngl\"/>");
 	assert_dump(vm, "{\"zonename\":\"s\",\"brand\":\"sngl\",\"nics\":[]}");
 	json_decref(vm);
