@@ -18,9 +18,18 @@
  * lap the whole ring during every one of them to exhaust this. */
 #define LOAD_ATTEMPTS 20
 
+/* One event of the window: its line (shared block; the block also holds
+ * the zonename after the line's NUL, see copy_line) and what filters
+ * need to know without parsing it. */
+struct win_ent {
+	struct rcbuf *line;
+	enum ring_ev_type type;
+	uint32_t zlen;
+};
+
 /* Event lines for versions first .. first+n-1, in a circular array. */
 struct window {
-	struct rcbuf **slot;
+	struct win_ent *slot;
 	size_t cap;      /* power of two, or 0 */
 	size_t start;    /* slot index of `first` */
 	size_t n;
@@ -40,7 +49,7 @@ struct ringreader {
 static void win_clear(struct window *w)
 {
 	for (size_t i = 0; i < w->n; i++)
-		rcbuf_unref(w->slot[(w->start + i) & (w->cap - 1)]);
+		rcbuf_unref(w->slot[(w->start + i) & (w->cap - 1)].line);
 	w->start = w->n = 0;
 }
 
@@ -54,13 +63,13 @@ static void win_free(struct window *w)
 /* Append the line of event `version`; takes over the caller's reference.
  * The window stays contiguous: a line that does not follow the last one
  * held starts it afresh. */
-static int win_push(struct window *w, uint64_t version, struct rcbuf *line)
+static int win_push(struct window *w, uint64_t version, struct rcbuf *line, const struct ring_rec *rec)
 {
 	if (w->n && version != w->first + w->n)
 		win_clear(w);
 	if (w->n == w->cap) {
 		size_t cap = w->cap ? w->cap * 2 : 1024;
-		struct rcbuf **s = malloc(cap * sizeof(*s));
+		struct win_ent *s = malloc(cap * sizeof(*s));
 		if (!s)
 			return -ENOMEM;
 		for (size_t i = 0; i < w->n; i++)
@@ -72,27 +81,45 @@ static int win_push(struct window *w, uint64_t version, struct rcbuf *line)
 	}
 	if (w->n == 0)
 		w->first = version;
-	w->slot[(w->start + w->n) & (w->cap - 1)] = line;
+	w->slot[(w->start + w->n) & (w->cap - 1)] =
+		(struct win_ent){ line, rec->ev_type, (uint32_t)rec->zonename_len };
 	w->n++;
 	return 0;
 }
 
-static struct rcbuf *win_get(const struct window *w, uint64_t version)
+static const struct win_ent *win_get(const struct window *w, uint64_t version)
 {
 	if (w->n == 0 || version < w->first || version - w->first >= w->n)
 		return NULL;
-	return w->slot[(w->start + (size_t)(version - w->first)) & (w->cap - 1)];
+	return &w->slot[(w->start + (size_t)(version - w->first)) & (w->cap - 1)];
 }
 
 /* Drop the lines older than `oldest`. */
 static void win_trim(struct window *w, uint64_t oldest)
 {
 	while (w->n && w->first < oldest) {
-		rcbuf_unref(w->slot[w->start]);
+		rcbuf_unref(w->slot[w->start].line);
 		w->start = (w->start + 1) & (w->cap - 1);
 		w->first++;
 		w->n--;
 	}
+}
+
+/* The event's line in a new shared block: the line, NUL, the zonename,
+ * NUL; len covers the line only, so senders see just the line.  A
+ * zonename longer than 64 KiB (never valid) is not kept. */
+static struct rcbuf *copy_line(const struct ring_rec *rec)
+{
+	size_t zlen = rec->zonename_len <= UINT16_MAX ? rec->zonename_len : 0;
+	struct rcbuf *b = rcbuf_new(rec->line_len + 1 + zlen);
+	if (!b)
+		return NULL;
+	memcpy(b->data, rec->line, rec->line_len);
+	b->data[rec->line_len] = '\0';
+	if (zlen)
+		memcpy(b->data + rec->line_len + 1, rec->zonename, zlen);
+	b->len = rec->line_len;
+	return b;
 }
 
 /* Apply the event in rec (whose line was copied into `line`) to vms. */
@@ -183,7 +210,7 @@ static int load_once(struct ringreader *rr)
 			break;
 		if (r < 0)
 			goto fail;
-		struct rcbuf *line = rcbuf_dup(rr->rec.line, rr->rec.line_len);
+		struct rcbuf *line = copy_line(&rr->rec);
 		if (!line) {
 			r = -ENOMEM;
 			goto fail;
@@ -196,7 +223,7 @@ static int load_once(struct ringreader *rr)
 			}
 			version = v;
 		}
-		r = win_push(&win, v, line);
+		r = win_push(&win, v, line, &rr->rec);
 		if (r < 0) {
 			rcbuf_unref(line);
 			goto fail;
@@ -303,7 +330,7 @@ int ringreader_poll(struct ringreader *rr, bool *ret_reset)
 		}
 		if (r < 0)
 			return r;
-		struct rcbuf *line = rcbuf_dup(rr->rec.line, rr->rec.line_len);
+		struct rcbuf *line = copy_line(&rr->rec);
 		if (!line)
 			return -ENOMEM;
 		/* A record whose metadata does not fit its line (-EPROTO) still
@@ -312,7 +339,7 @@ int ringreader_poll(struct ringreader *rr, bool *ret_reset)
 		 * reload repairs. */
 		r = apply(rr->vms, &rr->rec, line);
 		if (r == 0 || r == -EPROTO)
-			r = win_push(&rr->win, v, line);
+			r = win_push(&rr->win, v, line, &rr->rec);
 		if (r < 0) {
 			rcbuf_unref(line);
 			return r;
@@ -341,7 +368,25 @@ uint64_t ringreader_oldest(const struct ringreader *rr)
 
 struct rcbuf *ringreader_event(const struct ringreader *rr, uint64_t version)
 {
-	return win_get(&rr->win, version);
+	const struct win_ent *e = win_get(&rr->win, version);
+	return e ? e->line : NULL;
+}
+
+struct rcbuf *ringreader_event_info(const struct ringreader *rr, uint64_t version, enum ring_ev_type *ret_type,
+				    const char **ret_zonename, size_t *ret_zlen)
+{
+	const struct win_ent *e = win_get(&rr->win, version);
+	if (!e)
+		return NULL;
+	*ret_type = e->type;
+	*ret_zonename = e->line->data + e->line->len + 1;
+	*ret_zlen = e->zlen > UINT16_MAX ? 0 : e->zlen;
+	return e->line;
+}
+
+void ringreader_writer(const struct ringreader *rr, pid_t *ret_pid, uint64_t *ret_generation)
+{
+	ring_reader_writer(rr->r, ret_pid, ret_generation, NULL);
 }
 
 struct vmset *ringreader_vms(struct ringreader *rr)

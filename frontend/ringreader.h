@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "rcbuf.h"
 #include "ring.h"
@@ -48,6 +49,14 @@ uint64_t ringreader_oldest(const struct ringreader *rr);
 /* The line of event `version` (borrowed; rcbuf_ref() to keep), or NULL
  * when it is not in the window. */
 struct rcbuf *ringreader_event(const struct ringreader *rr, uint64_t version);
+/* Like ringreader_event(), also telling the event's type and zonename
+ * (borrowed, NUL-terminated, valid as long as the returned block) so
+ * that filters need not parse the line. */
+struct rcbuf *ringreader_event_info(const struct ringreader *rr, uint64_t version, enum ring_ev_type *ret_type,
+				    const char **ret_zonename, size_t *ret_zlen);
+/* The ring's writer: pid and generation of the supervisor that opened it
+ * last (a frontend whose parent died learns a new one took over). */
+void ringreader_writer(const struct ringreader *rr, pid_t *ret_pid, uint64_t *ret_generation);
 /* The VM set at ringreader_version(). */
 struct vmset *ringreader_vms(struct ringreader *rr);
 /* Copy the supervisor's status facts JSON text into out.  0 or -errno. */

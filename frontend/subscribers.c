@@ -10,7 +10,21 @@
  * events arrive (notify).  h2o allows one send in flight per request, so
  * a stream that is behind sends a batch of pending lines at once.
  *
- * Memory per stream is fixed (the struct below); event bytes are shared.
+ * Memory per stream is fixed (the struct below, plus a fixed block from
+ * the request's pool for SSE framing and filters, allocated once at
+ * start); event bytes are shared.
+ *
+ * A stream that stops reading keeps its one send in flight until the
+ * socket drains; when the ring overwrites its cursor meanwhile, the
+ * socket could not take even that send, so the stream is shut down at
+ * once without the lagged line (an idle stream whose cursor was
+ * overwritten gets the line, since its socket can take it).  Nothing is
+ * queued per stream beyond that one send.
+ *
+ * Server-Sent Events (Accept: text/event-stream) frame the very same
+ * shared line bytes: "id: <epoch>:<version>\ndata: " + line + "\n".
+ * Filters skip events by the type and zonename the ringreader keeps
+ * beside each line; skipped events still advance the cursor.
  */
 #include "subscribers.h"
 
@@ -21,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <uuid/uuid.h>
@@ -38,6 +53,16 @@
  * every subscriber) small and to let other streams have their turn. */
 #define SUB_BATCH 16
 #define SUB_BATCH_BYTES (256 * 1024)
+/* iovecs of one send: SSE frames each line with an id and a newline. */
+#define SUB_IOV (3 * SUB_BATCH + 2)
+/* Most ?zonename= values one stream may ask for. */
+#define SUB_MAX_ZONES 64
+#define SUB_ZONE_MAX 64
+/* "id: <epoch>:<version>\ndata: " */
+#define SSE_ID_MAX (4 + RING_EPOCH_LEN + 1 + 20 + 7 + 1)
+
+/* ?type= filter bits, by enum ring_ev_type. */
+#define TYPE_BIT(t) (1u << (t))
 
 enum sub_end {
 	SUB_END_NONE,
@@ -61,12 +86,21 @@ struct subscriber {
 	bool finished;                /* the final send was made, or the client left */
 	enum sub_end end;
 	char why[200];                /* message of the lagged line */
+	bool sse;                     /* Server-Sent Events framing */
+	unsigned types;               /* TYPE_BIT mask of wanted types; 0: all */
+	size_t nzones;                /* zonename filter; 0: all */
+	h2o_iovec_t *zones;           /* in the request's pool */
+	char (*sse_id)[SSE_ID_MAX];   /* SUB_BATCH id prefixes, in the pool (SSE only) */
 	size_t nheld;
 	struct rcbuf *held[SUB_BATCH];   /* references of the send in flight */
-	h2o_iovec_t iov[SUB_BATCH];
+	h2o_iovec_t iov[SUB_IOV];
 	char line[400];               /* ready line (or its head), error line */
 	char tail[128];               /* ready line's tail after "vms" */
+	char ready_id[SSE_ID_MAX];    /* SSE id prefix of the ready line */
 };
+
+static const char SSE_DATA[] = "data: ";
+static const char SSE_END[] = "\n";
 
 /*
  * h2o stops reading an HTTP/1 connection while its response is being
@@ -161,6 +195,19 @@ static void release_held(struct subscriber *sub)
 	sub->nheld = 0;
 }
 
+/* Does the stream's filter let this event through? */
+static bool wants(const struct subscriber *sub, enum ring_ev_type type, const char *zonename, size_t zlen)
+{
+	if (sub->types && !(sub->types & TYPE_BIT(type)))
+		return false;
+	if (!sub->nzones)
+		return true;
+	for (size_t i = 0; i < sub->nzones; i++)
+		if (sub->zones[i].len == zlen && memcmp(sub->zones[i].base, zonename, zlen) == 0)
+			return true;
+	return false;
+}
+
 /* {userAgent, createdDate, createdTime} as the original logs "ret". */
 static json_t *listener_ret(const struct subscriber *sub)
 {
@@ -233,8 +280,11 @@ static void pump(struct subscriber *sub)
 		buf_done(&b);
 		size_t cnt = 0;
 		if (n > 0 && (size_t)n < sizeof(sub->line)) {
-			sub->iov[0] = h2o_iovec_init(sub->line, (size_t)n);
-			cnt = 1;
+			if (sub->sse)
+				sub->iov[cnt++] = h2o_iovec_init(SSE_DATA, sizeof(SSE_DATA) - 1);
+			sub->iov[cnt++] = h2o_iovec_init(sub->line, (size_t)n);
+			if (sub->sse)
+				sub->iov[cnt++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
 		}
 		sub->finished = sub->in_flight = true;
 		h2o_send(sub->req, sub->iov, cnt, H2O_SEND_STATE_FINAL);
@@ -246,22 +296,35 @@ static void pump(struct subscriber *sub)
 		return;
 	}
 
-	size_t n = 0, bytes = 0;
+	/* Filtered-out events only move the cursor; the scan is bounded by
+	 * the window (what the ring holds). */
+	size_t n = 0, k = 0, bytes = 0;
 	while (n < SUB_BATCH && bytes < SUB_BATCH_BYTES && sub->cursor <= version) {
-		struct rcbuf *ev = ringreader_event(rr, sub->cursor);
+		enum ring_ev_type type;
+		const char *zonename;
+		size_t zlen;
+		struct rcbuf *ev = ringreader_event_info(rr, sub->cursor, &type, &zonename, &zlen);
 		if (!ev)
 			break;   /* cannot happen: oldest <= cursor <= version */
+		uint64_t v = sub->cursor++;
+		if (!wants(sub, type, zonename, zlen))
+			continue;
 		sub->held[n] = rcbuf_ref(ev);
-		sub->iov[n] = h2o_iovec_init(ev->data, ev->len);
+		if (sub->sse) {
+			int m = snprintf(sub->sse_id[n], SSE_ID_MAX, "id: %s:%" PRIu64 "\ndata: ", ringreader_epoch(rr), v);
+			sub->iov[k++] = h2o_iovec_init(sub->sse_id[n], m > 0 ? (size_t)m : 0);
+		}
+		sub->iov[k++] = h2o_iovec_init(ev->data, ev->len);
+		if (sub->sse)
+			sub->iov[k++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
 		bytes += ev->len;
 		n++;
-		sub->cursor++;
 	}
 	sub->nheld = n;
 	if (n == 0)
 		return;
 	sub->in_flight = true;
-	h2o_send(sub->req, sub->iov, n, H2O_SEND_STATE_IN_PROGRESS);
+	h2o_send(sub->req, sub->iov, k, H2O_SEND_STATE_IN_PROGRESS);
 }
 
 static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)

@@ -16,8 +16,11 @@
  *   filesystem unmounted          UNMOUNTED                   final
  *   chmod/chown/reads             nothing
  *
- * A path that cannot be stat()ed any more is always final.  Mounting over
- * a path is not detected (inotify has no such event).
+ * A path that cannot be stat()ed any more is always final.  Limits of the
+ * name-based scheme: mounting over a path is not detected (inotify has no
+ * such event), and a rename of a directory above the parent is only
+ * noticed at the next event for the path (or after a queue overflow,
+ * when every path is re-checked).
  *
  * Pending paths (-p): a path that does not exist is anchored at its
  * nearest existing ancestor directory, watched for the next component's

@@ -158,6 +158,9 @@ int js_format_number(double d, char *out)
 		return sprintf(out, d < 0 ? "-Infinity" : "Infinity");
 	if (d == 0)
 		return sprintf(out, "0");
+	/* Fast path: integers below 2^53 print as their digits. */
+	if (fabs(d) < 9007199254740992.0 && d == (double)(long long)d)
+		return sprintf(out, "%lld", (long long)d);
 	char *o = out;
 	if (d < 0) {
 		*o++ = '-';

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,14 @@ int log_enabled(int level)
 	return level >= log_conf.level;
 }
 
+/* Core members a record's fields may redefine: as in bunyan, the field's
+ * value takes the core member's place instead of appearing twice. */
+static bool is_core(const char *key)
+{
+	return strcmp(key, "name") == 0 || strcmp(key, "hostname") == 0 ||
+	       strcmp(key, "pid") == 0;
+}
+
 /* Append the members of obj (without braces), each preceded by a comma. */
 static int add_members(struct buf *b, json_t *obj)
 {
@@ -111,7 +120,7 @@ static int add_members(struct buf *b, json_t *obj)
 	int r = 0;
 	for (long i = 0; i < n && r == 0; i++) {
 		json_t *v = json_object_get(obj, keys[i]);
-		if (js_is_undefined(v))
+		if (js_is_undefined(v) || is_core(keys[i]))
 			continue;
 		r = buf_addc(b, ',');
 		if (r == 0)
@@ -140,16 +149,26 @@ void log_emit(int level, json_t *child, json_t *fields, const char *fmt, ...)
 	char date[32];
 	if (tu_iso_date(tu_wall_ms(), date) < 0)
 		snprintf(date, sizeof(date), "1970-01-01T00:00:00.000Z");
+	json_t *core[3] = { NULL, NULL, NULL };
+	static const char *const core_keys[3] = { "name", "hostname", "pid" };
+	for (int i = 0; i < 3; i++) {
+		core[i] = json_object_get(fields, core_keys[i]);
+		if (!core[i])
+			core[i] = json_object_get(child, core_keys[i]);
+	}
 	if (r == 0)
 		r = buf_adds(&b, "{\"name\":");
 	if (r == 0)
-		r = js_dump_string(log_conf.name, strlen(log_conf.name), &b);
+		r = core[0] ? (js_dump(core[0], &b) < 0 ? -ENOMEM : 0)
+		            : js_dump_string(log_conf.name, strlen(log_conf.name), &b);
 	if (r == 0)
 		r = buf_adds(&b, ",\"hostname\":");
 	if (r == 0)
-		r = js_dump_string(log_conf.hostname, strlen(log_conf.hostname), &b);
+		r = core[1] ? (js_dump(core[1], &b) < 0 ? -ENOMEM : 0)
+		            : js_dump_string(log_conf.hostname, strlen(log_conf.hostname), &b);
 	if (r == 0)
-		r = buf_printf(&b, ",\"pid\":%d", (int)getpid());
+		r = core[2] ? (buf_adds(&b, ",\"pid\":") || js_dump(core[2], &b) < 0 ? -ENOMEM : 0)
+		            : buf_printf(&b, ",\"pid\":%d", (int)getpid());
 	if (r == 0)
 		r = add_members(&b, child);
 	if (r == 0)

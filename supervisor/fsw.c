@@ -166,8 +166,8 @@ static void blame_child(struct fsw *w, const char *why)
 	if (w->broken || w->child.pid <= 0)
 		return;
 	w->broken = true;
-	log_error(json_pack("{s:i}", "pid", (int)w->child.pid),
-		"fswatcher %s, killing it (it will be restarted)", why);
+	log_error(json_pack("{s:i}", "watcher_pid", (int)w->child.pid),
+		"fswatcher %s, killing it and restarting", why);
 	(void)child_kill(&w->child, SIGKILL);
 }
 

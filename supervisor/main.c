@@ -40,6 +40,8 @@ static const char usage_text[] =
 	"                          or $FSWATCHER_CMD)\n"
 	"  --frontend PATH         frontend program (default: next to vminfod)\n"
 	"  --no-frontend           do not start the HTTP frontend\n"
+	"  --frontend-user USER    user the frontend runs as (default: nobody when\n"
+	"                          started as root; \"\" keeps our own user)\n"
 	"  --events-file PATH      also append every event line to PATH\n"
 	"  --dump                  print all VM objects as JSON and exit\n"
 	"  --load-xml FILE         print the VM object of one zone XML file and exit\n"
@@ -105,7 +107,7 @@ int main(int argc, char **argv)
 {
 	enum { O_ROOT = 256, O_LISTEN, O_RUNDIR, O_RING_SIZE, O_LOG_FILE, O_LOG_LEVEL,
 	       O_TASK_TIMEOUT, O_REFRESH, O_REFRESH_WAIT, O_FSWATCHER, O_FRONTEND, O_NO_FRONTEND,
-	       O_EVENTS_FILE, O_DUMP, O_LOAD_XML };
+	       O_EVENTS_FILE, O_DUMP, O_LOAD_XML, O_FRONTEND_USER };
 	static const struct option longopts[] = {
 		{ "root", required_argument, NULL, O_ROOT },
 		{ "listen", required_argument, NULL, O_LISTEN },
@@ -122,6 +124,7 @@ int main(int argc, char **argv)
 		{ "events-file", required_argument, NULL, O_EVENTS_FILE },
 		{ "dump", no_argument, NULL, O_DUMP },
 		{ "load-xml", required_argument, NULL, O_LOAD_XML },
+		{ "frontend-user", required_argument, NULL, O_FRONTEND_USER },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -163,6 +166,7 @@ int main(int argc, char **argv)
 		case O_EVENTS_FILE: opt.events_file = optarg; break;
 		case O_DUMP: dump = true; break;
 		case O_LOAD_XML: load_xml = optarg; break;
+		case O_FRONTEND_USER: opt.frontend_user = optarg; break;
 		case 'h': fputs(usage_text, stdout); return 0;
 		default: fputs(usage_text, stderr); return 2;
 		}
@@ -191,6 +195,12 @@ int main(int argc, char **argv)
 	}
 	if (opt.nlisten == 0)
 		opt.listen[opt.nlisten++] = "127.0.0.1:9090";
+	/* Privilege separation: the part that talks to clients runs as
+	 * nobody unless told otherwise (DESIGN.md §2). */
+	if (!opt.frontend_user && geteuid() == 0)
+		opt.frontend_user = "nobody";
+	else if (opt.frontend_user && !opt.frontend_user[0])
+		opt.frontend_user = NULL;
 	char *fsw_default = NULL, *fe_default = NULL;
 	if (!opt.fswatcher_cmd)
 		opt.fswatcher_cmd = getenv("FSWATCHER_CMD");

@@ -83,6 +83,8 @@ struct queue {
 	struct waiter ff_wait;
 	void (*on_idle)(void *arg);
 	void *on_idle_arg;
+	queue_end_fn on_end;
+	void *on_end_arg;
 };
 
 #define container_of(ptr, type, member) \
@@ -273,6 +275,8 @@ task_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)task_logger_set(t, "finished_at", t->finished_ns);
 	t->state = TASK_ABANDONED;
 	TAILQ_INSERT_TAIL(&q->abandoned, t, link);
+	if (q->on_end != NULL)
+		q->on_end(q->on_end_arg, t->finished_ns - t->started_ns, true, true);
 	advance(q);
 }
 
@@ -474,8 +478,17 @@ queue_task_done(struct queue_task *t, const char *errmsg)
 		log_debug(log_err_fields(errmsg, NULL),
 		    "ignoring queue error: %s", errmsg);
 	}
+	if (q->on_end != NULL)
+		q->on_end(q->on_end_arg, delta_ns, errmsg != NULL, false);
 	task_free(t);
 	advance(q);
+}
+
+void
+queue_on_task_end(struct queue *q, queue_end_fn cb, void *arg)
+{
+	q->on_end = cb;
+	q->on_end_arg = arg;
 }
 
 json_t *

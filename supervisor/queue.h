@@ -85,6 +85,12 @@ bool queue_is_paused(const struct queue *q);
  * (not when a resume finds nothing to run).  cb NULL: none. */
 void queue_on_idle(struct queue *q, void (*cb)(void *arg), void *arg);
 
+/* cb(arg, duration_ns, errmsg != NULL, timed_out) each time a task ends:
+ * done (duration from its start) or abandoned at its timeout.  For
+ * /metrics.  cb NULL: none. */
+typedef void (*queue_end_fn)(void *arg, uint64_t duration_ns, bool failed, bool timed_out);
+void queue_on_task_end(struct queue *q, queue_end_fn cb, void *arg);
+
 /* Raw facts for the ring's status area (new reference, NULL on ENOMEM):
  * {"paused","idle","paused_at_ns",
  *  "pending":[{id,description,created_ns,started_ns}],

@@ -231,7 +231,9 @@ static void reset(struct supervisor *s)
 		struct vm_entry *e = vms_get(s, L[i].rec->zonename);
 		json_t *a = e ? vmload_raw_json(e->raw) : NULL;
 		json_t *b = L[i].raw ? vmload_raw_json(L[i].raw) : NULL;
-		if (a || b)
+		/* A zone that failed to load keeps its VM and raw data as they
+		 * were (only a missing XML deletes it): no cache change. */
+		if ((a || b) && (L[i].raw || L[i].err == -ENOENT))
 			add_cache_changes(buckets, L[i].rec->uuid, a, b);
 		json_decref(a);
 		json_decref(b);
@@ -438,6 +440,7 @@ static void on_paused(void *arg, const char *err)
 	char took[80];
 	tu_pretty_delta(tu_mono_ns() - t0, took);
 	log_debug(NULL, "full data refresh took %s", took);
+	counters_refresh(&s->counters, tu_mono_ns() - t0);
 	s->last_refresh_ns = tu_mono_ns();
 	s->refresh_running = false;
 	supervisor_status_changed(s);

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "publish.h"
 #include "queue.h"
+#include "readyprobe.h"
 #include "ring.h"
 #include "supervisor.h"
 #include "timeutil.h"
@@ -63,6 +64,7 @@ void supervisor_set_status(struct supervisor *s, const char *status)
 	                    status),
 	          "status changed from \"%s\" to \"%s\"", s->status ? s->status : "", status);
 	s->status = status;
+	(void)notify_status(&s->notify, status);
 	supervisor_status_changed(s);
 }
 
@@ -122,6 +124,7 @@ static json_t *status_facts(struct supervisor *s, bool full_fsw)
 	                 "frontend", child_facts(&s->frontend)));
 	js_set(f, "ring", json_pack("{s:s,s:I}", "epoch", s->ring ? ring_writer_epoch(s->ring) : "",
 	                            "version", (json_int_t)publish_version(s->pub)));
+	js_set(f, "metrics", counters_facts(&s->counters));
 	js_set(f, "heartbeat_ns", json_integer((json_int_t)tu_mono_ns()));
 	return f;
 }
@@ -222,6 +225,10 @@ static pid_t spawn_frontend(struct child *c, void *arg)
 		argv[a++] = "--log-file";
 		argv[a++] = s->opt.log_file;
 	}
+	if (s->opt.frontend_user) {
+		argv[a++] = "--user";
+		argv[a++] = s->opt.frontend_user;
+	}
 	argv[a] = NULL;
 	execv(s->opt.frontend_cmd, (char *const *)argv);
 	_exit(127);
@@ -233,6 +240,30 @@ static void on_frontend(struct child *c, void *arg, bool spawned, int status)
 	supervisor_status_changed(s);
 	if (!spawned && s->stopping)
 		ev_break(s->loop, EVBREAK_ALL);
+}
+
+/* ---- service manager readiness and /metrics totals ---- */
+
+/* The frontend answered /ping on our listener: every condition of
+ * readiness holds (first load, first snapshot, first accept). */
+static void on_serving(void *arg)
+{
+	struct supervisor *s = arg;
+	log_info(json_pack("{s:i}", "attempts", (int)readyprobe_attempts(s->probe)),
+	         "frontend is serving, vminfod is ready");
+	readyprobe_free(s->probe);
+	s->probe = NULL;
+	int r = notify_ready(&s->notify, s->status);
+	if (r < 0)
+		log_warn(log_err_fields(strerror(-r), NULL), "cannot notify the service manager, ignoring");
+}
+
+static void on_task_end(void *arg, uint64_t duration_ns, bool failed, bool timed_out)
+{
+	struct supervisor *s = arg;
+	counters_task(&s->counters,
+	              timed_out ? COUNTERS_TASK_TIMEOUT : failed ? COUNTERS_TASK_ERROR : COUNTERS_TASK_OK,
+	              duration_ns);
 }
 
 /* ---- fswatcher callbacks ---- */
@@ -410,6 +441,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	if (s->stopping)
 		return;
 	s->stopping = true;
+	(void)notify_stopping(&s->notify, "stopping");
 	log_info(json_pack("{s:i}", "signal", w->signum), "stopping on signal %d", w->signum);
 	supervisor_set_state(s, "stopped");
 	publish_status(s);
@@ -434,6 +466,7 @@ static int boot(struct supervisor *s)
 	if (!s->queue)
 		return -ENOMEM;
 	(void)queue_pause(s->queue, 0, NULL, NULL);
+	queue_on_task_end(s->queue, on_task_end, s);
 	refresh_init(s);
 
 	if (vmload_ctx_init(&s->vl, s->opt.root, err, sizeof(err)) < 0) {
@@ -505,11 +538,24 @@ static int boot(struct supervisor *s)
 	tu_pretty_delta(tu_mono_ns() - s->start_ns, took);
 	log_info(NULL, "boot sequence complete, took %s", took);
 	publish_status(s);
+	if (s->opt.no_frontend || s->listeners.n == 0) {
+		(void)notify_ready(&s->notify, s->status);
+	} else {
+		s->probe = readyprobe_new(s->loop, s->listeners.fds[0], on_serving, s);
+		if (!s->probe) {
+			log_warn(log_err_fields(strerror(errno), NULL),
+			         "cannot watch for the frontend's first answer, reporting ready now");
+			(void)notify_ready(&s->notify, s->status);
+		}
+	}
 	return 0;
 }
 
 static void shutdown_all(struct supervisor *s)
 {
+	readyprobe_free(s->probe);
+	s->probe = NULL;
+	notify_done(&s->notify);
 	refresh_done(s);
 	ev_timer_stop(s->loop, &s->status_timer);
 	ev_prepare_stop(s->loop, &s->prepare);
@@ -566,7 +612,10 @@ int supervisor_run(const struct options *opt)
 		return 1;
 	}
 	char err[256];
-	int r = listen_from_env(&s.listeners);
+	int r = notify_init(&s.notify);
+	if (r < 0)
+		log_warn(log_err_fields(strerror(-r), NULL), "bad NOTIFY_SOCKET, not notifying the service manager");
+	r = listen_from_env(&s.listeners);
 	if (r < 0) {
 		log_fatal(log_err_fields(strerror(-r), NULL), "bad LISTEN_FDS from the environment");
 		return 1;

@@ -18,7 +18,9 @@
 #include <jansson.h>
 
 #include "child.h"
+#include "counters.h"
 #include "listen.h"
+#include "notify.h"
 #include "strmap.h"
 #include "vmload.h"
 #include "zoneindex.h"
@@ -26,6 +28,7 @@
 struct fsw;
 struct queue;
 struct publish;
+struct readyprobe;
 struct ring_writer;
 
 struct options {
@@ -43,6 +46,7 @@ struct options {
 	const char *frontend_cmd;
 	const char *events_file;          /* NDJSON copy of every event (tests) */
 	bool no_frontend;
+	const char *frontend_user;          /* NULL: the frontend keeps our uid */
 };
 
 /* One VM: what the daemon publishes about a zone. */
@@ -116,6 +120,11 @@ struct supervisor {
 	bool status_dirty;
 
 	ev_signal sigterm, sigint, sighup;
+
+	/* operations: service manager, readiness, /metrics totals */
+	struct notify notify;
+	struct readyprobe *probe;   /* until the frontend first answers */
+	struct counters counters;
 };
 
 /* ---- supervisor.c ---- */

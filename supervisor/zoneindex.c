@@ -92,6 +92,19 @@ zoneindex_done(struct zoneindex *idx)
  * split it into its four fields, in place.  Returns NULL and the fields, or
  * the reason it is rejected.  *ret_global is set for the global zone.
  */
+
+/* True when a "/"-separated path has a ".." segment. */
+static bool has_dotdot_segment(const char *path)
+{
+	for (const char *p = path; (p = strstr(p, "..")) != NULL; p += 2) {
+		bool starts = p == path || p[-1] == '/';
+		bool ends = p[2] == '\0' || p[2] == '/';
+		if (starts && ends)
+			return true;
+	}
+	return false;
+}
+
 static const char *
 check_line(char *line, char *fields[4], bool *ret_global)
 {
@@ -128,6 +141,10 @@ check_line(char *line, char *fields[4], bool *ret_global)
 		return "empty state";
 	if (fields[2][0] != '/')
 		return "zonepath is not absolute";
+	/* The zonepath is joined to --root for watches and reads: a ".."
+	 * segment could lead out of it. */
+	if (has_dotdot_segment(fields[2]))
+		return "unsafe zonepath";
 	/* The record is keyed by uuid; a zone named by its uuid may leave the
 	 * column empty (spec/vmload.md §2.1). */
 	if (strlen(fields[3]) != 36) {

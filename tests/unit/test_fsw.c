@@ -422,6 +422,36 @@ static void test_overflow_callback(void **state)
 	assert_int_equal(c->nrestarted, 0);
 }
 
+/* A child that prints ready, then a line that is not JSON: it is blamed,
+ * killed and restarted, again and again, without a tight loop. */
+static void test_garbage_line_restarts_child(void **state)
+{
+	struct ctx *c = *state;
+	char script[PATH_MAX];
+	path_in(c, script, "fake-fswatcher");
+	FILE *fp = fopen(script, "we");
+	assert_non_null(fp);
+	fputs("#!/bin/sh\n"
+		"echo '{\"type\":\"ready\",\"time\":[0,0]}'\n"
+		"echo 'this is not json'\n"
+		"exec cat >/dev/null\n", fp);
+	assert_int_equal(fclose(fp), 0);
+	assert_int_equal(chmod(script, 0755), 0);
+	fsw_free(c->w);
+	struct fsw_callbacks cbs = { on_event, on_overflow, on_restarted, on_ready, c };
+	c->w = fsw_new(c->loop, script, &cbs);
+	assert_non_null(c->w);
+	assert_int_equal(fsw_start(c->w), 0);
+	assert_true(run_until(c, is_restarted, NULL, 10));
+	assert_int_equal(c->nready, 1);
+	pid_t first = fsw_pid(c->w);
+	assert_true(fsw_restarts(c->w) >= 1);
+	/* Over 2 s: at most 6 quick restarts, then a 1 s backoff. */
+	run_until(c, NULL, NULL, 2.0);
+	assert_true(fsw_restarts(c->w) <= 8);
+	(void)first;
+}
+
 int main(int argc, char **argv)
 {
 	const char *build = getenv("VMINFOD_BUILD");
@@ -455,6 +485,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_unwatch_and_bad_paths, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dump_shape, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overflow_callback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_line_restarts_child, setup, teardown),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	log_done();

@@ -35,6 +35,7 @@ static void test_log_record_has_bunyan_layout(void **state)
 	log_emit(LOG_DEBUG, child, json_pack("{s:i}", "n", 3), "finished task in %s", "x");
 	log_trace(NULL, "not written");
 	log_info(log_err_fields("boom", "ENOENT"), "failed");
+	log_debug(json_pack("{s:i,s:s}", "pid", 4242, "x", "y"), "child exited");
 	json_decref(child);
 	char *text = read_all(path);
 	char *nl = strchr(text, '\n');
@@ -65,6 +66,12 @@ static void test_log_record_has_bunyan_layout(void **state)
 	assert_non_null(strstr(second, "\"err\":{\"message\":\"boom\",\"name\":\"Error\",\"stack\":\"Error: boom\",\"code\":\"ENOENT\"}"));
 	assert_null(strstr(second, "not written"));
 	assert_null(strstr(text, "not written"));
+	/* third record: a field named like a core member takes its place */
+	char *third = strchr(second, '\n');
+	assert_non_null(third);
+	third++;
+	assert_non_null(strstr(third, ",\"pid\":4242,\"level\":20,\"x\":\"y\","));
+	assert_null(strstr(strstr(third, "\"level\""), "\"pid\""));
 	log_done();
 	unlink(path);
 }

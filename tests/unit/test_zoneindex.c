@@ -88,11 +88,17 @@ test_zoneindex_unsafe_names_are_skipped(void **state)
 		"a/b:installed:/zones/ab:" U1 "\n"
 		":installed:/zones/e:" U1 "\n"
 		"sp ace:installed:/zones/s:" U1 "\n"
-		"ok:installed:/zones/ok:" U2 "\n", longname);
+		"ok:installed:/zones/ok:" U2 "\n"
+		"up:installed:/zones/../../etc:" U1 "\n"
+		"up2:installed:/..:" U1 "\n"
+		"dots:installed:/zones/a..b/...:" "33333333-3333-4333-8333-333333333333" "\n", longname);
 	parse(text, &idx, &sk);
-	assert_int_equal(idx.n, 1);
+	assert_int_equal(idx.n, 2);
 	assert_string_equal(idx.recs[0].zonename, "ok");
-	assert_int_equal(sk.n, 6);
+	assert_string_equal(idx.recs[1].zonename, "dots");
+	assert_int_equal(sk.n, 8);
+	assert_non_null(strstr(sk.text, "8|up:installed:/zones/../../etc:" U1 "|unsafe zonepath\n"));
+	assert_non_null(strstr(sk.text, "9|up2:installed:/..:" U1 "|unsafe zonepath\n"));
 	assert_non_null(strstr(sk.text, "1|../x:installed:/zones/x:" U1 "|unsafe zonename\n"));
 	assert_non_null(strstr(sk.text, "2|.hidden:"));
 	assert_non_null(strstr(sk.text, "3|aaaa"));
