@@ -101,8 +101,12 @@ int privdrop_to(const char *user, char *err, size_t errlen)
 		return fail(err, errlen, -errno, "clear ambient capabilities");
 	for (int cap = 0; cap < CAP_BITS_MAX; cap++) {
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-			if (errno == EINVAL)
-				break;  /* past the last capability the kernel knows */
+			/* EINVAL: past the last capability the kernel knows.
+			 * EPERM: no CAP_SETPCAP (a service manager took it);
+			 * then the bounding set only limits exec of file
+			 * capabilities, which no_new_privs below forbids. */
+			if (errno == EINVAL || errno == EPERM)
+				break;
 			return fail(err, errlen, -errno, "drop the capability bounding set");
 		}
 	}

@@ -369,6 +369,26 @@ static bool can_resume(struct ringreader *rr, const char *since, uint64_t *ret_v
 	return true;
 }
 
+/* Send [iov, iov+n) preceded, for SSE, by the ready line's id prefix and
+ * followed by the blank line that ends an SSE event. */
+static void send_ready_iov(struct subscriber *sub, size_t n, uint64_t version)
+{
+	size_t k = 0;
+	h2o_iovec_t iov[8];
+	if (sub->sse) {
+		int m = snprintf(sub->ready_id, sizeof(sub->ready_id), "id: %s:%" PRIu64 "\ndata: ",
+				 ringreader_epoch(sub->owner->fe->rr), version);
+		iov[k++] = h2o_iovec_init(sub->ready_id, m > 0 ? (size_t)m : 0);
+	}
+	for (size_t i = 0; i < n; i++)
+		iov[k++] = sub->iov[i];
+	if (sub->sse)
+		iov[k++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
+	memcpy(sub->iov, iov, k * sizeof(iov[0]));
+	sub->in_flight = true;
+	h2o_send(sub->req, sub->iov, k, H2O_SEND_STATE_IN_PROGRESS);
+}
+
 /* Build and send the ready line (spec/http-api.md §4 item 3, plus epoch,
  * version and resumed).  Returns -ENOMEM when the VM list cannot be
  * built; nothing is sent then. */
@@ -386,8 +406,7 @@ static int send_ready(struct subscriber *sub, const char *since)
 		sub->cursor = resume_version + 1;
 		sub->iov[0] = h2o_iovec_init(sub->line, (size_t)n);
 		sub->nheld = 0;
-		sub->in_flight = true;
-		h2o_send(sub->req, sub->iov, 1, H2O_SEND_STATE_IN_PROGRESS);
+		send_ready_iov(sub, 1, resume_version);
 		return 0;
 	}
 	/* The VM list is the big part: one shared copy per version, between
@@ -408,18 +427,189 @@ static int send_ready(struct subscriber *sub, const char *since)
 	sub->iov[0] = h2o_iovec_init(sub->line, (size_t)h);
 	sub->iov[1] = h2o_iovec_init(vms->data, vms->len);
 	sub->iov[2] = h2o_iovec_init(sub->tail, (size_t)t);
-	sub->in_flight = true;
-	h2o_send(sub->req, sub->iov, 3, H2O_SEND_STATE_IN_PROGRESS);
+	send_ready_iov(sub, 3, version);
 	return 0;
 }
 
-int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *since)
+/* ---- request options: ?since=, ?zonename=, ?type=, Accept, Last-Event-ID ---- */
+
+static int hexval(char c)
 {
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decode a query component as Node's querystring does ('+' is a space,
+ * %XX a byte, a bad escape stays as is) into out (cap bytes); the
+ * decoded length, or SIZE_MAX when it does not fit. */
+static size_t qs_decode(const char *p, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = p[i];
+		if (c == '+') {
+			c = ' ';
+		} else if (c == '%' && i + 2 < n + 0 && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
+			c = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
+			i += 2;
+		}
+		if (o == cap)
+			return SIZE_MAX;
+		out[o++] = c;
+	}
+	return o;
+}
+
+struct sub_opts {
+	char since[128];
+	bool has_since;
+	unsigned types;
+	size_t nzones;
+	char zones[SUB_MAX_ZONES][SUB_ZONE_MAX + 1];
+	size_t zlen[SUB_MAX_ZONES];
+	const char *err;
+};
+
+/* Add the comma-separated type names of one ?type= value. */
+static bool add_types(struct sub_opts *o, const char *v, size_t n)
+{
+	size_t i = 0;
+	while (i <= n) {
+		size_t j = i;
+		while (j < n && v[j] != ',')
+			j++;
+		size_t len = j - i;
+		if (len == 6 && memcmp(v + i, "create", 6) == 0)
+			o->types |= TYPE_BIT(RING_EV_CREATE);
+		else if (len == 6 && memcmp(v + i, "modify", 6) == 0)
+			o->types |= TYPE_BIT(RING_EV_MODIFY);
+		else if (len == 6 && memcmp(v + i, "delete", 6) == 0)
+			o->types |= TYPE_BIT(RING_EV_DELETE);
+		else if (len != 0)
+			return false;
+		i = j + 1;
+	}
+	return true;
+}
+
+/* Parse the query; false (o->err says why) on a bad filter. */
+static bool parse_query(struct sub_opts *o, const char *q, size_t qlen)
+{
+	size_t i = 0;
+	while (q && i < qlen) {
+		size_t j = i;
+		while (j < qlen && q[j] != '&')
+			j++;
+		const char *kv = q + i;
+		size_t kvlen = j - i;
+		i = j + 1;
+		const char *eq = memchr(kv, '=', kvlen);
+		size_t klen = eq ? (size_t)(eq - kv) : kvlen;
+		const char *val = eq ? eq + 1 : kv + kvlen;
+		size_t vlen = kvlen - klen - (eq ? 1 : 0);
+		char key[16];
+		size_t kl = qs_decode(kv, klen, key, sizeof(key));
+		if (kl == SIZE_MAX)
+			continue;
+		if (kl == 5 && memcmp(key, "since", 5) == 0 && !o->has_since) {
+			size_t sl = qs_decode(val, vlen, o->since, sizeof(o->since) - 1);
+			if (sl != SIZE_MAX) {
+				o->since[sl] = '\0';
+				o->has_since = true;
+			}
+		} else if (kl == 8 && memcmp(key, "zonename", 8) == 0) {
+			if (o->nzones == SUB_MAX_ZONES) {
+				o->err = "too many zonename filters";
+				return false;
+			}
+			size_t zl = qs_decode(val, vlen, o->zones[o->nzones], SUB_ZONE_MAX);
+			if (zl == SIZE_MAX || zl == 0) {
+				o->err = "bad zonename filter";
+				return false;
+			}
+			o->zlen[o->nzones++] = zl;
+		} else if (kl == 4 && memcmp(key, "type", 4) == 0) {
+			char tv[64];
+			size_t tl = qs_decode(val, vlen, tv, sizeof(tv));
+			if (tl == SIZE_MAX || !add_types(o, tv, tl)) {
+				o->err = "bad type filter (want create, modify, delete)";
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+static bool header_has(h2o_req_t *req, const h2o_token_t *token, const char *needle, h2o_iovec_t *ret)
+{
+	ssize_t i = h2o_find_header(&req->headers, token, -1);
+	if (i < 0)
+		return false;
+	h2o_iovec_t v = req->headers.entries[i].value;
+	if (ret)
+		*ret = v;
+	return !needle || h2o_strstr(v.base, v.len, needle, strlen(needle)) != SIZE_MAX;
+}
+
+static int respond_400(h2o_req_t *req, const char *msg)
+{
+	struct buf b = BUF_INIT;
+	if (buf_adds(&b, "{\"error\":") < 0 || js_dump_string(msg, strlen(msg), &b) < 0 || buf_adds(&b, "}") < 0) {
+		buf_done(&b);
+		msg = "{}";
+	}
+	h2o_iovec_t body = b.data ? h2o_strdup(&req->pool, b.data, b.len) : h2o_iovec_init(H2O_STRLIT("{}"));
+	buf_done(&b);
+	static h2o_generator_t gen = { NULL, NULL };
+	req->res.status = 400;
+	req->res.reason = "Bad Request";
+	req->res.content_length = body.len;
+	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+	h2o_start_response(req, &gen);
+	h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
+	return 0;
+}
+
+int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *query, size_t query_len)
+{
+	struct sub_opts *o = h2o_mem_alloc_pool(&req->pool, sizeof(*o));
+	memset(o, 0, sizeof(*o));
+	if (!parse_query(o, query, query_len))
+		return respond_400(req, o->err);
+	bool sse = header_has(req, H2O_TOKEN_ACCEPT, "text/event-stream", NULL);
+	/* An EventSource reconnecting sends the id of the last event it got;
+	 * it is newer than any ?since= of the URL it was created with. */
+	h2o_iovec_t leid;
+	ssize_t li = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
+	if (li >= 0) {
+		leid = req->headers.entries[li].value;
+		if (leid.len < sizeof(o->since)) {
+			memcpy(o->since, leid.base, leid.len);
+			o->since[leid.len] = '\0';
+			o->has_since = true;
+		}
+	}
+
 	struct subscriber *sub = h2o_mem_alloc_shared(&req->pool, sizeof(*sub), sub_dispose);
 	memset(sub, 0, sizeof(*sub));
 	sub->gen.proceed = on_proceed;
 	sub->gen.stop = on_stop;
 	sub->req = req;
+	sub->sse = sse;
+	sub->types = o->types;
+	if (o->nzones) {
+		sub->zones = h2o_mem_alloc_pool(&req->pool, o->nzones * sizeof(*sub->zones));
+		for (size_t i = 0; i < o->nzones; i++)
+			sub->zones[i] = h2o_strdup(&req->pool, o->zones[i], o->zlen[i]);
+		sub->nzones = o->nzones;
+	}
+	if (sse)
+		sub->sse_id = h2o_mem_alloc_pool(&req->pool, SUB_BATCH * sizeof(*sub->sse_id));
 	sub->created_ns = tu_mono_ns();
 	if (tu_iso_date(tu_wall_ms(), sub->date) < 0)
 		snprintf(sub->date, sizeof(sub->date), "1970-01-01T00:00:00.000Z");
@@ -445,9 +635,14 @@ int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *since)
 	req->res.status = 200;
 	req->res.reason = "OK";
 	req->res.content_length = SIZE_MAX;
-	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+	if (sse) {
+		h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+		h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+	} else {
+		h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+	}
 	h2o_start_response(req, &sub->gen);
-	if (send_ready(sub, since) < 0) {
+	if (send_ready(sub, o->has_since ? o->since : NULL) < 0) {
 		/* Out of memory for the VM list: end the stream at once; the
 		 * client sees it close without a ready line and retries. */
 		log_emit(LOG_ERROR, s->fe->log_child, json_pack("{s:s}", "uuid", sub->uuid),
@@ -458,11 +653,36 @@ int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *since)
 	return 0;
 }
 
+/* The stream's cursor was overwritten while its last send is still
+ * waiting for the socket to drain: the socket cannot take the lagged
+ * line either, so shut it down; h2o's pending write then fails and the
+ * connection is closed and disposed as usual. */
+static void close_stalled(struct subscriber *sub)
+{
+	sub->end = SUB_END_LAGGED;
+	sub->finished = true;
+	log_emit(LOG_INFO, sub->owner->fe->log_child,
+		 json_pack("{s:s, s:I}", "uuid", sub->uuid, "cursor", (json_int_t)sub->cursor),
+		 "/events listener fell behind the ring while not reading, closing it");
+	h2o_socket_t *sock = sub->req->conn->callbacks->get_socket
+				     ? sub->req->conn->callbacks->get_socket(sub->req->conn)
+				     : NULL;
+	int fd = sock ? h2o_socket_get_fd(sock) : -1;
+	if (fd >= 0)
+		(void)shutdown(fd, SHUT_RDWR);   /* best effort: fails only if already gone */
+}
+
 void subscribers_notify(struct subscribers *s)
 {
+	struct ringreader *rr = s->fe->rr;
+	uint64_t oldest = ringreader_oldest(rr), version = ringreader_version(rr);
 	for (struct subscriber *sub = s->head, *next; sub; sub = next) {
 		next = sub->next;
-		pump(sub);
+		if (sub->in_flight && !sub->finished && sub->end == SUB_END_NONE && sub->cursor <= version &&
+		    sub->cursor < oldest)
+			close_stalled(sub);
+		else
+			pump(sub);
 	}
 }
 

@@ -8,7 +8,6 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -209,22 +208,6 @@ def test_mtimes_are_deterministic_and_in_the_past(mkhost):
     day_ago = time.time() - 86400
     for rel, (kind, _, mtime_ns) in tree_snapshot(root).items():
         assert mtime_ns / 1e9 < day_ago, rel
-
-
-def test_generates_10000_zones_within_30_seconds(tmp_path):
-    """Generation speed, measured on tmpfs when there is one.
-
-    On a disk filesystem the time is dominated by the kernel's file
-    creation cost, which other work on the machine can multiply (about 8 s
-    idle, 25-45 s while parallel builds and test suites run); tmpfs
-    measures mkhost itself."""
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else str(tmp_path)
-    with tempfile.TemporaryDirectory(prefix="mkhost-speed.", dir=base) as d:
-        start = time.monotonic()
-        helpers.run_mkhost(Path(d) / "big", 10000, seed=1)
-        elapsed = time.monotonic() - start
-        assert elapsed < 30, "took %.1f s" % elapsed
-        assert len(helpers.read_index(Path(d) / "big")) == 10000
 
 
 def test_refuses_to_overwrite_a_tree(mkhost):
