@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../supervisor/diff.h"
+#include "diff.h"
 #include "client_int.h"
 #include "json.h"
 #include "timeutil.h"

@@ -3,7 +3,7 @@
  * rules (spec/http-api.md §5, watchForEvent / watchForChanges).
  *
  * A pattern matches an event when the diff of the pattern against the
- * event (the daemon's own diff, vmdiff.c) holds nothing but "added"
+ * event (the daemon's own diff, shared/diff.c) holds nothing but "added"
  * entries: every leaf of the pattern is present in the event with the
  * same type and value.  A wanted change matches a seen change when their
  * paths have the same length, every non-null wanted element equals the
@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../supervisor/diff.h"
+#include "diff.h"
 #include "client_int.h"
 #include "json.h"
 

@@ -24,6 +24,8 @@
 
 struct ringreader;
 struct subscribers;
+struct metrics;
+struct handover;
 
 struct frontend {
 	h2o_evloop_t *loop;
@@ -52,11 +54,15 @@ struct frontend {
 	struct ringreader *rr;
 	int ring_err;                          /* last ring read error (logged once), 0 */
 	struct subscribers *subs;
+	struct metrics *metrics;               /* /metrics counters */
+	struct handover *handover;             /* NULL in test mode */
 
 	json_t *log_child;                     /* {"component":"frontend"} */
 	int request_log_level;                 /* level of the "HTTP request" line */
 	size_t nconns;                         /* accepted, not yet closed */
 	size_t max_conns;
+	size_t max_header_bytes;               /* request headers past it: 431 */
+	size_t max_url_bytes;                  /* request target past it: 414 */
 	int sndbuf;                            /* SO_SNDBUF of accepted sockets; 0: kernel default */
 	bool stopping;
 };

@@ -30,7 +30,10 @@
 #include <unistd.h>
 
 #include "frontend.h"
+#include "handover.h"
 #include "log.h"
+#include "metrics.h"
+#include "privdrop.h"
 #include "ring.h"
 #include "ringreader.h"
 #include "routes.h"
@@ -43,6 +46,11 @@
 #define SHUTDOWN_GRACE_MS 2000
 #define RING_WAIT_MS 10000 /* at start-up, for a ring file or snapshot to appear */
 #define FD_RESERVE 64   /* fds kept for the ring, logs, the doorbell and a margin */
+#define DEFAULT_MAX_HEADER_BYTES (16 * 1024)
+#define DEFAULT_MAX_URL_BYTES (8 * 1024)
+#define DEFAULT_REQUEST_TIMEOUT_MS 10000
+#define BUSY_REQUEST_TIMEOUT_MS 1000  /* connections past the limit wait less */
+#define MAX_BODY_BYTES 4096           /* the API takes no request bodies */
 
 static const char USAGE[] =
 	"Usage: vminfod-frontend --ring PATH [options]\n"
@@ -56,15 +64,28 @@ static const char USAGE[] =
 	"                           without it (test mode) the ring is checked every\n"
 	"                           --poll-ms milliseconds instead\n"
 	"  --poll-ms N              ring check interval in test mode (default 10)\n"
+	"  --ready-fd N             write one byte there (and close it) once accepting\n"
 	"  --listen HOST:PORT       bind and listen on this address too (tests)\n"
 	"  --max-connections N      answer 503 past N open connections\n"
 	"                           (default: open-file limit - 64)\n"
 	"  --sndbuf BYTES           SO_SNDBUF of accepted sockets (default 65536;\n"
 	"                           0 keeps the kernel's autotuning)\n"
+	"  --max-header-bytes N     answer 431 to a request whose header fields\n"
+	"                           exceed N bytes (default 16384; h2o itself\n"
+	"                           answers 400 past about 400 KiB)\n"
+	"  --max-url-bytes N        answer 414 to a request target (path and\n"
+	"                           query) longer than N bytes (default 8192)\n"
+	"  --request-timeout MS     close a connection that has not sent a complete\n"
+	"                           request within MS of connecting or of its last\n"
+	"                           answer (idle keep-alive, slow or partial\n"
+	"                           headers); /events streams are not affected\n"
+	"                           (default 10000)\n"
 	"  --log-level LEVEL        trace|debug|info|warn|error|fatal (default info)\n"
 	"  --request-log-level LEVEL  level of the per-request \"HTTP request\" line\n"
 	"                           (default info, as the original)\n"
 	"  --log-file PATH          log there instead of stderr (reopened on SIGHUP)\n"
+	"  --user USER              switch to USER once the sockets and the ring\n"
+	"                           are open (root only; no capabilities are kept)\n"
 	"  -h, --help               this text\n";
 
 struct options {
@@ -72,9 +93,14 @@ struct options {
 	const char *listen[FE_MAX_LISTENERS];
 	size_t nlisten;
 	const char *log_file;
+	const char *user;
 	int doorbell_fd;
+	int ready_fd;
 	long max_conns;
 	long sndbuf;
+	long max_header_bytes;
+	long max_url_bytes;
+	long request_timeout_ms;
 	long poll_ms;
 	int log_level;
 	int request_log_level;
@@ -99,22 +125,31 @@ static bool parse_long(const char *s, long min, long max, long *ret)
 
 static void parse_options(int argc, char **argv, struct options *o)
 {
-	enum { O_RING = 256, O_DOORBELL, O_POLL, O_LISTEN, O_MAXCONN, O_SNDBUF, O_LOGLEVEL, O_REQLEVEL, O_LOGFILE };
+	enum { O_RING = 256, O_DOORBELL, O_POLL, O_READY, O_LISTEN, O_MAXCONN, O_SNDBUF, O_LOGLEVEL, O_REQLEVEL, O_LOGFILE, O_USER,
+	       O_MAXHDR, O_MAXURL, O_REQTIMEOUT };
 	static const struct option longopts[] = {
 		{ "ring", required_argument, NULL, O_RING },
 		{ "doorbell-fd", required_argument, NULL, O_DOORBELL },
 		{ "poll-ms", required_argument, NULL, O_POLL },
+		{ "ready-fd", required_argument, NULL, O_READY },
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "max-connections", required_argument, NULL, O_MAXCONN },
 		{ "sndbuf", required_argument, NULL, O_SNDBUF },
 		{ "log-level", required_argument, NULL, O_LOGLEVEL },
 		{ "request-log-level", required_argument, NULL, O_REQLEVEL },
 		{ "log-file", required_argument, NULL, O_LOGFILE },
+		{ "user", required_argument, NULL, O_USER },
+		/* In enum order: the error message indexes this table. */
+		{ "max-header-bytes", required_argument, NULL, O_MAXHDR },
+		{ "max-url-bytes", required_argument, NULL, O_MAXURL },
+		{ "request-timeout", required_argument, NULL, O_REQTIMEOUT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	*o = (struct options){ .doorbell_fd = -1, .max_conns = -1, .sndbuf = DEFAULT_SNDBUF,
-			       .poll_ms = DEFAULT_POLL_MS, .log_level = LOG_INFO, .request_log_level = LOG_INFO };
+	*o = (struct options){ .doorbell_fd = -1, .ready_fd = -1, .max_conns = -1, .sndbuf = DEFAULT_SNDBUF,
+			       .poll_ms = DEFAULT_POLL_MS, .log_level = LOG_INFO, .request_log_level = LOG_INFO,
+			       .max_header_bytes = DEFAULT_MAX_HEADER_BYTES, .max_url_bytes = DEFAULT_MAX_URL_BYTES,
+			       .request_timeout_ms = DEFAULT_REQUEST_TIMEOUT_MS };
 	int c;
 	long v;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -126,6 +161,11 @@ static void parse_options(int argc, char **argv, struct options *o)
 			if (!parse_long(optarg, 0, INT_MAX, &v))
 				goto bad;
 			o->doorbell_fd = (int)v;
+			break;
+		case O_READY:
+			if (!parse_long(optarg, 0, INT_MAX, &v))
+				goto bad;
+			o->ready_fd = (int)v;
 			break;
 		case O_POLL:
 			if (!parse_long(optarg, 1, 60000, &o->poll_ms))
@@ -154,6 +194,21 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		case O_LOGFILE:
 			o->log_file = optarg;
+			break;
+		case O_MAXHDR:
+			if (!parse_long(optarg, 256, 1 << 20, &o->max_header_bytes))
+				goto bad;
+			break;
+		case O_MAXURL:
+			if (!parse_long(optarg, 64, 1 << 20, &o->max_url_bytes))
+				goto bad;
+			break;
+		case O_REQTIMEOUT:
+			if (!parse_long(optarg, 1, 3600 * 1000, &o->request_timeout_ms))
+				goto bad;
+			break;
+		case O_USER:
+			o->user = optarg;
 			break;
 		case 'h':
 			fputs(USAGE, stdout);
@@ -268,6 +323,7 @@ static void poll_ring(struct frontend *fe)
 	if (fe->ring_err)
 		log_emit(LOG_INFO, fe->log_child, NULL, "reading the ring again");
 	fe->ring_err = 0;
+	metrics_count_events(fe->metrics, fe->rr);
 	if (reset) {
 		char why[160];
 		snprintf(why, sizeof(why), "event history was reloaded (epoch %s, version %" PRIu64 "); reconnect to resume",
@@ -366,6 +422,14 @@ static void begin_shutdown(struct frontend *fe)
 	fe->stopping = true;
 	log_emit(LOG_INFO, fe->log_child, NULL, "stopping: closing listeners and ending %zu streams",
 		 subscribers_count(fe->subs));
+	/* Handing over: nothing new may land in our listen queues, and what
+	 * is there already is served rather than reset by the close. */
+	if (handover_in_progress(fe->handover))
+		for (size_t i = 0; i < fe->nlisteners; i++) {
+			handover_steer_away(h2o_socket_get_fd(fe->listeners[i]));
+			for (int k = 0; k < 64; k++)
+				on_accept(fe->listeners[i], NULL);
+		}
 	for (size_t i = 0; i < fe->nlisteners; i++) {
 		h2o_socket_read_stop(fe->listeners[i]);
 		h2o_socket_close(fe->listeners[i]);
@@ -420,6 +484,8 @@ int main(int argc, char **argv)
 	fe->doorbell_fd = opt.doorbell_fd;
 	fe->signal_fd = -1;
 	fe->sndbuf = (int)opt.sndbuf;
+	fe->max_header_bytes = (size_t)opt.max_header_bytes;
+	fe->max_url_bytes = (size_t)opt.max_url_bytes;
 	fe->request_log_level = opt.request_log_level;
 	fe->log_child = json_pack("{s:s}", "component", "frontend");
 	if (!fe->log_child)
@@ -476,6 +542,22 @@ int main(int argc, char **argv)
 			 "cannot load the ring file %s, exiting", opt.ring);
 		return 1;
 	}
+	/* Everything that needs privileges is open: sockets, doorbell, ring,
+	 * log.  From here on we can only read the ring. */
+	if (opt.user) {
+		char err[256];
+		r = privdrop_to(opt.user, err, sizeof(err));
+		if (r < 0) {
+			log_emit(LOG_FATAL, fe->log_child, log_err_fields(err, NULL), "cannot switch to user %s, exiting",
+				 opt.user);
+			return 1;
+		}
+		log_emit(LOG_INFO, fe->log_child, json_pack("{s:s, s:i}", "user", opt.user, "uid", (int)getuid()),
+			 "running as user %s", opt.user);
+	}
+	fe->metrics = metrics_new(opt.ring);
+	if (!fe->metrics)
+		die("out of memory", ENOMEM);
 	fe->loop = h2o_evloop_create();
 	fe->subs = subscribers_new(fe);
 	if (!fe->subs)
@@ -485,6 +567,14 @@ int main(int argc, char **argv)
 	/* No Server header: the original sends none. */
 	fe->config.server_name = h2o_iovec_init(H2O_STRLIT(""));
 	fe->busy_config.server_name = h2o_iovec_init(H2O_STRLIT(""));
+	/* Limits (DESIGN.md §11): a connection holds at most one request of
+	 * bounded size, waits a bounded time for it, and sends no body worth
+	 * buffering. */
+	fe->config.http1.req_timeout = (uint64_t)opt.request_timeout_ms;
+	fe->busy_config.http1.req_timeout = (uint64_t)(opt.request_timeout_ms < BUSY_REQUEST_TIMEOUT_MS
+							       ? opt.request_timeout_ms : BUSY_REQUEST_TIMEOUT_MS);
+	fe->config.max_request_entity_size = MAX_BODY_BYTES;
+	fe->busy_config.max_request_entity_size = MAX_BODY_BYTES;
 	if (routes_register(fe, &fe->config) < 0 || routes_register_busy(fe, &fe->busy_config) < 0)
 		die("out of memory", ENOMEM);
 	h2o_context_init(&fe->ctx, fe->loop, &fe->config);
@@ -506,6 +596,7 @@ int main(int argc, char **argv)
 		fe->doorbell_sock = watch_fd(fe, fe->doorbell_fd, on_doorbell);
 		/* Anything published between our load and now. */
 		poll_ring(fe);
+		fe->handover = handover_new(fe, poll_ring, begin_shutdown);
 	} else {
 		h2o_timeout_link(fe->loop, &fe->ring_poll, &fe->ring_poll_entry);
 	}
@@ -515,6 +606,7 @@ int main(int argc, char **argv)
 			   (json_int_t)ringreader_version(fe->rr), "listeners", (json_int_t)nfds, "maxConnections",
 			   (json_int_t)fe->max_conns),
 		 "frontend serving (%s)", fe->doorbell_fd >= 0 ? "doorbell" : "test mode: polling the ring");
+	handover_ready(opt.ready_fd);
 
 	uint64_t deadline_ns = 0;
 	for (;;) {
@@ -527,7 +619,10 @@ int main(int argc, char **argv)
 			uint64_t now = tu_mono_ns();
 			if (!deadline_ns)
 				deadline_ns = now + SHUTDOWN_GRACE_MS * TU_NS_PER_MS;
-			if (subscribers_count(fe->subs) == 0 || now >= deadline_ns)
+			/* A handover also lets the requests it accepted last finish. */
+			if ((subscribers_count(fe->subs) == 0 &&
+			     (!handover_in_progress(fe->handover) || fe->nconns == 0)) ||
+			    now >= deadline_ns)
 				break;
 		}
 	}

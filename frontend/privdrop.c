@@ -86,8 +86,8 @@ static int lookup(const char *user, uid_t *ret_uid, gid_t *ret_gid, char *err, s
 
 int privdrop_to(const char *user, char *err, size_t errlen)
 {
-	uid_t uid;
-	gid_t gid;
+	uid_t uid = 0;
+	gid_t gid = 0;
 	int r = lookup(user, &uid, &gid, err, errlen);
 	if (r < 0)
 		return r;

@@ -19,7 +19,9 @@
 #include "buf.h"
 #include "frontend.h"
 #include "json.h"
+#include "livepage.h"
 #include "log.h"
+#include "metrics.h"
 #include "rcbuf.h"
 #include "reqpath.h"
 #include "ringreader.h"
@@ -231,11 +233,7 @@ static int handle_vm(struct frontend *fe, h2o_req_t *req, const struct reqpath_s
 
 static int handle_events(struct frontend *fe, h2o_req_t *req, const struct reqpath *rp)
 {
-	char since[128];
-	size_t slen = 0;
-	bool has_since = reqpath_query(rp->query, rp->query_len, "since", since, sizeof(since), &slen) > 0 &&
-			 slen < sizeof(since);
-	return subscribers_start(fe->subs, req, has_since ? since : NULL);
+	return subscribers_start(fe->subs, req, rp->query, rp->query_len);
 }
 
 static bool seg_is(const struct reqpath_seg *s, const char *name)
@@ -243,10 +241,38 @@ static bool seg_is(const struct reqpath_seg *s, const char *name)
 	return s->present && s->len == strlen(name) && memcmp(s->p, name, s->len) == 0;
 }
 
+/* Bytes of the request's header fields as sent ("name: value\r\n"),
+ * Host included (h2o keeps it as the authority). */
+static size_t header_bytes(const h2o_req_t *req)
+{
+	size_t n = req->input.authority.len ? req->input.authority.len + 8 : 0;
+	for (size_t i = 0; i < req->headers.size; i++)
+		n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+	return n;
+}
+
+/* The --max-url-bytes and --max-header-bytes limits: 414 / 431 with a
+ * short body and the connection closed; 0 when within them. */
+static int check_limits(struct frontend *fe, h2o_req_t *req)
+{
+	if (req->input.path.len > fe->max_url_bytes) {
+		req->http1_is_persistent = 0;
+		return respond(req, 414, "URI Too Long", H2O_STRLIT("{\"error\":\"request target too long\"}")) + 1;
+	}
+	if (header_bytes(req) > fe->max_header_bytes) {
+		req->http1_is_persistent = 0;
+		return respond(req, 431, "Request Header Fields Too Large",
+			       H2O_STRLIT("{\"error\":\"request header fields too large\"}")) + 1;
+	}
+	return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
 	struct frontend *fe = ((struct fe_handler *)self)->fe;
 	log_request(fe, req);
+	if (check_limits(fe, req))
+		return 0;
 	if (!h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("GET")))
 		return respond(req, 400, "Bad Request", "", 0);
 
@@ -269,6 +295,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	}
 	if (seg_is(s0, "events"))
 		return handle_events(fe, req, &rp);
+	if (seg_is(s0, "metrics") && !rp.seg[1].present)
+		return metrics_handle(fe, req);
+	/* Exactly "/": the live page; any other unknown path stays 404. */
+	if (h2o_memis(target.base, target.len, H2O_STRLIT("/")))
+		return livepage_handle(req);
 	return respond(req, 404, "Not Found", H2O_STRLIT("Unsupported URL Path"));
 }
 

@@ -40,6 +40,7 @@
 
 #include <uuid/uuid.h>
 
+#include "buf.h"
 #include "frontend.h"
 #include "json.h"
 #include "log.h"
@@ -454,7 +455,7 @@ static size_t qs_decode(const char *p, size_t n, char *out, size_t cap)
 		char c = p[i];
 		if (c == '+') {
 			c = ' ';
-		} else if (c == '%' && i + 2 < n + 0 && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
+		} else if (c == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
 			c = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
 			i += 2;
 		}
@@ -545,32 +546,31 @@ static bool parse_query(struct sub_opts *o, const char *q, size_t qlen)
 	return true;
 }
 
-static bool header_has(h2o_req_t *req, const h2o_token_t *token, const char *needle, h2o_iovec_t *ret)
+static bool header_has(h2o_req_t *req, const h2o_token_t *token, const char *needle)
 {
-	ssize_t i = h2o_find_header(&req->headers, token, -1);
-	if (i < 0)
-		return false;
-	h2o_iovec_t v = req->headers.entries[i].value;
-	if (ret)
-		*ret = v;
-	return !needle || h2o_strstr(v.base, v.len, needle, strlen(needle)) != SIZE_MAX;
+	for (ssize_t i = -1; (i = h2o_find_header(&req->headers, token, i)) >= 0;) {
+		h2o_iovec_t v = req->headers.entries[i].value;
+		if (h2o_strstr(v.base, v.len, needle, strlen(needle)) != SIZE_MAX)
+			return true;
+	}
+	return false;
 }
 
 static int respond_400(h2o_req_t *req, const char *msg)
 {
 	struct buf b = BUF_INIT;
-	if (buf_adds(&b, "{\"error\":") < 0 || js_dump_string(msg, strlen(msg), &b) < 0 || buf_adds(&b, "}") < 0) {
-		buf_done(&b);
-		msg = "{}";
-	}
-	h2o_iovec_t body = b.data ? h2o_strdup(&req->pool, b.data, b.len) : h2o_iovec_init(H2O_STRLIT("{}"));
+	bool ok = buf_adds(&b, "{\"error\":") == 0 && js_dump_string(msg, strlen(msg), &b) == 0 &&
+		  buf_adds(&b, "}") == 0;
+	h2o_iovec_t body = ok ? h2o_strdup(&req->pool, b.data, b.len) : h2o_iovec_init(H2O_STRLIT("{}"));
 	buf_done(&b);
-	static h2o_generator_t gen = { NULL, NULL };
+	h2o_generator_t *gen = h2o_mem_alloc_pool(&req->pool, sizeof(*gen));
+	gen->proceed = NULL;
+	gen->stop = NULL;
 	req->res.status = 400;
 	req->res.reason = "Bad Request";
 	req->res.content_length = body.len;
 	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
-	h2o_start_response(req, &gen);
+	h2o_start_response(req, gen);
 	h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
 	return 0;
 }
@@ -581,13 +581,12 @@ int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *query, 
 	memset(o, 0, sizeof(*o));
 	if (!parse_query(o, query, query_len))
 		return respond_400(req, o->err);
-	bool sse = header_has(req, H2O_TOKEN_ACCEPT, "text/event-stream", NULL);
+	bool sse = header_has(req, H2O_TOKEN_ACCEPT, "text/event-stream");
 	/* An EventSource reconnecting sends the id of the last event it got;
 	 * it is newer than any ?since= of the URL it was created with. */
-	h2o_iovec_t leid;
 	ssize_t li = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
 	if (li >= 0) {
-		leid = req->headers.entries[li].value;
+		h2o_iovec_t leid = req->headers.entries[li].value;
 		if (leid.len < sizeof(o->since)) {
 			memcpy(o->since, leid.base, leid.len);
 			o->since[leid.len] = '\0';

@@ -24,9 +24,14 @@ struct subscribers;
 struct subscribers *subscribers_new(struct frontend *fe);
 /* Free the list head; the streams themselves belong to their requests. */
 void subscribers_free(struct subscribers *s);
-/* Answer req with an event stream.  `since` (may be NULL) is the raw
- * "<epoch>:<version>" resume request.  Returns 0 (h2o handler result). */
-int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *since);
+/* Answer req with an event stream.  `query` (may be NULL; not decoded)
+ * is the request's query string: ?since=<epoch>:<version> resumes,
+ * ?zonename=<z> (repeatable, at most 64) and ?type=create,modify,delete
+ * filter.  Headers: Accept: text/event-stream selects Server-Sent Events
+ * (each event "id: <epoch>:<version>\ndata: <line>\n\n"), Last-Event-ID
+ * resumes like ?since= (and wins over it).  A bad filter answers 400.
+ * Returns 0 (h2o handler result). */
+int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *query, size_t query_len);
 /* New events were applied: wake the streams that wait for them. */
 void subscribers_notify(struct subscribers *s);
 /* The ring state was rebuilt (new epoch or fell behind): end every

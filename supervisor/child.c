@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "timeutil.h"
@@ -29,6 +30,41 @@ void child_init(struct child *c, struct ev_loop *loop, const char *name,
 	c->backoff_ms = CHILD_BACKOFF_MIN_MS;
 	ev_timer_init(&c->retry, on_retry, 0., 0.);
 	c->retry.data = c;
+	ev_io_init(&c->ready_io, NULL, -1, EV_READ);
+}
+
+static void stop_ready_watch(struct child *c)
+{
+	if (c->ready_io.fd < 0)
+		return;
+	ev_io_stop(c->loop, &c->ready_io);
+	close(c->ready_io.fd);
+	ev_io_set(&c->ready_io, -1, EV_READ);
+}
+
+static void on_ready(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct child *c = w->data;
+	char b;
+	ssize_t n = read(w->fd, &b, 1);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	/* One byte: ready; EOF or an error: it will never say so. */
+	stop_ready_watch(c);
+	if (n == 1 && c->pid > 0) {
+		c->ready = true;
+		log_info(json_pack("{s:s,s:i}", "child", c->name, "pid", (int)c->pid), "%s is ready", c->name);
+		if (c->event)
+			c->event(c, c->arg, true, 0);
+	}
+}
+
+void child_watch_ready(struct child *c, int fd)
+{
+	stop_ready_watch(c);
+	ev_io_init(&c->ready_io, on_ready, fd, EV_READ);
+	c->ready_io.data = c;
+	ev_io_start(c->loop, &c->ready_io);
 }
 
 const char *child_state_name(enum child_state s)
@@ -99,6 +135,8 @@ static void on_exit_cb(struct ev_loop *loop, ev_child *w, int revents)
 	ev_child_stop(loop, w);
 	pid_t pid = c->pid;
 	c->pid = -1;
+	c->ready = false;
+	stop_ready_watch(c);
 	if (c->event)
 		c->event(c, c->arg, false, status);
 	json_t *f = json_pack("{s:s,s:i}", "child", c->name, "pid", (int)pid);
@@ -129,6 +167,7 @@ static void on_exit_cb(struct ev_loop *loop, ev_child *w, int revents)
 		}
 		c->storm = true;
 		c->state = CHILD_MAINTENANCE;
+		c->maintenances++;
 		log_error(f, "%s exited %s, %u exits in %llu s: maintenance, retrying in %.1f s",
 		          c->name, how, n, CHILD_WINDOW_NS / 1000000000ULL, c->backoff_ms / 1000.0);
 		schedule_retry(c, c->backoff_ms);
@@ -159,6 +198,7 @@ int child_kill(struct child *c, int sig)
 
 json_t *child_facts(const struct child *c)
 {
-	return json_pack("{s:o,s:i,s:s}", "pid", c->pid > 0 ? json_integer(c->pid) : json_null(),
-	                 "restarts", (int)c->restarts, "state", child_state_name(c->state));
+	return json_pack("{s:o,s:i,s:s,s:b,s:i}", "pid", c->pid > 0 ? json_integer(c->pid) : json_null(),
+	                 "restarts", (int)c->restarts, "state", child_state_name(c->state),
+	                 "ready", c->ready, "maintenances", (int)c->maintenances);
 }

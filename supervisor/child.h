@@ -49,8 +49,11 @@ struct child {
 	unsigned backoff_ms;
 	bool storm;             /* the last exit put it in maintenance */
 	bool stopping;
+	bool ready;             /* the running child said it is ready (see child_watch_ready) */
+	unsigned maintenances;  /* times it was put in maintenance */
 	ev_child reaper;
 	ev_timer retry;
+	ev_io ready_io;         /* read end of the running child's ready pipe */
 };
 
 void child_init(struct child *c, struct ev_loop *loop, const char *name,
@@ -59,10 +62,15 @@ void child_init(struct child *c, struct ev_loop *loop, const char *name,
 int child_start(struct child *c);
 /* SIGTERM the child and stop restarting it; the reaper still runs. */
 void child_stop(struct child *c);
+/* Called by a spawn function (in the parent) with the read end of a pipe
+ * whose write end the child got: one byte on it marks the child ready
+ * (`ready` in the facts) until it exits.  Takes ownership of fd. */
+void child_watch_ready(struct child *c, int fd);
 /* Send a signal to the running child (0 or -errno). */
 int child_kill(struct child *c, int sig);
 const char *child_state_name(enum child_state s);
-/* {"pid":…,"restarts":…,"state":"up"} for the status facts. */
+/* {"pid":…,"restarts":…,"state":"up","ready":true,"maintenances":0} for
+ * the status facts. */
 json_t *child_facts(const struct child *c);
 
 #endif

@@ -187,28 +187,44 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 static pid_t spawn_frontend(struct child *c, void *arg)
 {
 	struct supervisor *s = arg;
-	pid_t pid = fork();
-	if (pid < 0)
+	/* The ready pipe: the frontend writes a byte once it accepts; an
+	 * orphaned frontend of a previous supervisor waits for that fact
+	 * (children.frontend.ready) before it hands over (DESIGN.md §8). */
+	int ready[2];
+	if (pipe2(ready, O_CLOEXEC) < 0)
 		return -errno;
-	if (pid > 0)
+	pid_t pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+		close(ready[0]);
+		close(ready[1]);
+		return r;
+	}
+	if (pid > 0) {
+		close(ready[1]);
+		child_watch_ready(c, ready[0]);
 		return pid;
+	}
 	/* Child: the fds crossing exec are arranged here and nowhere else:
-	 * listeners at 3..3+n-1 (LISTEN_FDS), the doorbell right after. */
+	 * listeners at 3..3+n-1 (LISTEN_FDS), the doorbell and the ready
+	 * pipe right after. */
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	size_t n = s->listeners.n;
-	int moved[LISTEN_MAX + 1];
+	int moved[LISTEN_MAX + 2];
 	for (size_t i = 0; i < n; i++)
 		moved[i] = fcntl(s->listeners.fds[i], F_DUPFD_CLOEXEC, 64);
 	moved[n] = fcntl(s->doorbell_fd, F_DUPFD_CLOEXEC, 64);
-	for (size_t i = 0; i <= n; i++)
+	moved[n + 1] = fcntl(ready[1], F_DUPFD_CLOEXEC, 64);
+	for (size_t i = 0; i <= n + 1; i++)
 		if (moved[i] < 0 || dup2(moved[i], 3 + (int)i) < 0)
 			_exit(127);
-	char nfds[24], pidbuf[24], dfd[24], level[24];
+	char nfds[24], pidbuf[24], dfd[24], rfd[24], level[24];
 	snprintf(nfds, sizeof(nfds), "%zu", n);
 	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)getpid());
 	snprintf(dfd, sizeof(dfd), "%zu", 3 + n);
+	snprintf(rfd, sizeof(rfd), "%zu", 3 + n + 1);
 	snprintf(level, sizeof(level), "%d", s->opt.log_level);
 	setenv("LISTEN_FDS", nfds, 1);
 	setenv("LISTEN_PID", pidbuf, 1);
@@ -219,6 +235,8 @@ static pid_t spawn_frontend(struct child *c, void *arg)
 	argv[a++] = s->ring_path;
 	argv[a++] = "--doorbell-fd";
 	argv[a++] = dfd;
+	argv[a++] = "--ready-fd";
+	argv[a++] = rfd;
 	argv[a++] = "--log-level";
 	argv[a++] = level;
 	if (s->opt.log_file) {
@@ -627,6 +645,14 @@ int supervisor_run(const struct options *opt)
 				listen_close(&s.listeners);
 				return 1;
 			}
+			/* An orphaned frontend of a previous supervisor may still
+			 * share the port (SO_REUSEPORT) and, when it handed over
+			 * before, left a program steering connections to the
+			 * group's second socket: remove it, so that the orphan of
+			 * our predecessor keeps its share until our frontend is
+			 * accepting.  ENOENT (none) is the usual answer. */
+			int zero = 0;
+			(void)setsockopt(s.listeners.fds[i], SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &zero, sizeof(zero));
 		}
 	}
 	signal(SIGPIPE, SIG_IGN);

@@ -168,12 +168,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (vmload_zone(&ctx, &rec, raw, VMS_ALL, err, sizeof(err)) == 0 || vm_raw_sections(raw)) {
 		json_t *vm = vmload_build(raw, sysinfo, err, sizeof(err));
 		if (vm) {
-			dump_all(vm);
+			struct buf out = BUF_INIT;
+			(void)js_dump(vm, &out);
+			buf_done(&out);
 			json_decref(vm);
 		}
 		json_t *rj = vmload_raw_json(raw);
 		if (rj) {
-			dump_all(rj);
+			char *s = js_dumps(rj, NULL);
+			free(s);
 			json_decref(rj);
 		}
 		struct vm_raw *copy = vm_raw_dup(raw);

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../supervisor/diff.h"
+#include "diff.h"
 #include "json.h"
 
 static json_t *

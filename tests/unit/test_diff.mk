@@ -1,1 +1,1 @@
-test_diff_SRCS := supervisor/diff.c
+test_diff_SRCS :=
