@@ -531,6 +531,14 @@ int main(int argc, char **argv)
 
 	/* The supervisor publishes the first snapshot right after creating
 	 * the ring; give it a moment rather than dying into a restart loop. */
+	/* The ring is re-opened by name when the supervisor replaces it:
+	 * keep that possible after the switch of user. */
+	if (opt.user) {
+		const char *name = privdrop_enter_dir(opt.ring);
+		if (!name)
+			die("cannot enter the ring's directory", errno);
+		opt.ring = name;
+	}
 	uint64_t give_up_ns = tu_mono_ns() + RING_WAIT_MS * TU_NS_PER_MS;
 	while ((r = ringreader_open(opt.ring, &fe->rr)) == -ENOENT && tu_mono_ns() < give_up_ns) {
 		struct timespec ts = { 0, 50 * 1000 * 1000 };

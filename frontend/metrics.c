@@ -21,7 +21,6 @@
 #include "json.h"
 #include "ring.h"
 #include "ringreader.h"
-#include "subscribers.h"
 #include "timeutil.h"
 
 /* A supervisor whose heartbeat (every second) is older is reported down. */
@@ -104,15 +103,12 @@ void metrics_stream_opened(struct metrics *m, bool sse)
 	m->streams_opened[sse]++;
 }
 
-void metrics_stream_closed(struct metrics *m, bool sse)
+void metrics_stream_closed(struct metrics *m, bool sse, bool lagged)
 {
 	if (m->streams_open[sse] > 0)
 		m->streams_open[sse]--;
-}
-
-void metrics_stream_lagged(struct metrics *m)
-{
-	m->lagged++;
+	if (lagged)
+		m->lagged++;
 }
 
 /* ---- the text format ---- */
@@ -139,6 +135,14 @@ static int label_value(struct buf *b, const char *v)
 	return r;
 }
 
+/* Integers exactly (counters stay exact to 2^53), others to 9 digits. */
+static int number(struct buf *b, double v)
+{
+	if (v == (double)(int64_t)v && v > -9007199254740992.0 && v < 9007199254740992.0)
+		return buf_printf(b, "%" PRId64, (int64_t)v);
+	return buf_printf(b, "%.9g", v);
+}
+
 /* name{label="value"} value; label NULL: no labels. */
 static int sample(struct buf *b, const char *name, const char *label, const char *lvalue, double value)
 {
@@ -146,7 +150,7 @@ static int sample(struct buf *b, const char *name, const char *label, const char
 	if (r == 0 && label)
 		r = buf_printf(b, "{%s=\"", label) || label_value(b, lvalue) || buf_adds(b, "\"}");
 	if (r == 0)
-		r = buf_printf(b, " %.17g\n", value);
+		r = buf_adds(b, " ") || number(b, value) || buf_adds(b, "\n");
 	return r ? -ENOMEM : 0;
 }
 
@@ -165,11 +169,13 @@ static int histogram(struct buf *b, const char *name, const char *help, const js
 	double cum = 0;
 	for (size_t i = 0; i < json_array_size(le) && i < json_array_size(counts); i++) {
 		cum += json_number_value(json_array_get(counts, i));
-		if (buf_printf(b, "%s_bucket{le=\"%g\"} %.17g\n", name, json_number_value(json_array_get(le, i)), cum) < 0)
+		if (buf_printf(b, "%s_bucket{le=\"%g\"} ", name, json_number_value(json_array_get(le, i))) < 0 ||
+		    number(b, cum) < 0 || buf_adds(b, "\n") < 0)
 			return -ENOMEM;
 	}
-	if (buf_printf(b, "%s_bucket{le=\"+Inf\"} %.17g\n%s_sum %.9f\n%s_count %.17g\n", name, num(h, "count"),
-		       name, num(h, "sum_ns") / 1e9, name, num(h, "count")) < 0)
+	if (buf_printf(b, "%s_bucket{le=\"+Inf\"} ", name) < 0 || number(b, num(h, "count")) < 0 ||
+	    buf_printf(b, "\n%s_sum %.9f\n%s_count ", name, num(h, "sum_ns") / 1e9, name) < 0 ||
+	    number(b, num(h, "count")) < 0 || buf_adds(b, "\n") < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -278,12 +284,9 @@ int metrics_render(struct frontend *fe, struct buf *b)
 	if (m->ring_path && stat(m->ring_path, &st) == 0)
 		r |= sample(b, "vminfod_ring_size_bytes", NULL, NULL, (double)st.st_size);
 
-	/* Streams: the total is the list's; SSE ones are counted here. */
-	size_t total = subscribers_count(fe->subs);
-	uint64_t sse = m->streams_open[1] < total ? m->streams_open[1] : total;
 	r |= family(b, "vminfod_subscribers", "gauge", "Open /events streams, by transport");
-	r |= sample(b, "vminfod_subscribers", "transport", "json", (double)(total - sse));
-	r |= sample(b, "vminfod_subscribers", "transport", "sse", (double)sse);
+	r |= sample(b, "vminfod_subscribers", "transport", "json", (double)m->streams_open[0]);
+	r |= sample(b, "vminfod_subscribers", "transport", "sse", (double)m->streams_open[1]);
 	r |= family(b, "vminfod_subscribers_opened_total", "counter", "/events streams started, by transport");
 	r |= sample(b, "vminfod_subscribers_opened_total", "transport", "json", (double)m->streams_opened[0]);
 	r |= sample(b, "vminfod_subscribers_opened_total", "transport", "sse", (double)m->streams_opened[1]);

@@ -28,11 +28,10 @@ void metrics_free(struct metrics *m);
  * epoch) only sets the starting point. */
 void metrics_count_events(struct metrics *m, struct ringreader *rr);
 /* An /events stream started / ended (every stream that started ends
- * exactly once), with its framing. */
+ * exactly once), with its framing; `lagged`: it was closed because the
+ * ring overwrote its cursor. */
 void metrics_stream_opened(struct metrics *m, bool sse);
-void metrics_stream_closed(struct metrics *m, bool sse);
-/* A stream was closed because it lagged behind the ring. */
-void metrics_stream_lagged(struct metrics *m);
+void metrics_stream_closed(struct metrics *m, bool sse, bool lagged);
 /* Answer GET /metrics.  Returns 0 (h2o handler result). */
 int metrics_handle(struct frontend *fe, h2o_req_t *req);
 /* Render the exposition text into out (for tests and the handler).

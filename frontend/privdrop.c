@@ -84,6 +84,20 @@ static int lookup(const char *user, uid_t *ret_uid, gid_t *ret_gid, char *err, s
 	return 0;
 }
 
+const char *privdrop_enter_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return path;
+	size_t n = slash == path ? 1 : (size_t)(slash - path);
+	char *dir = strndup(path, n);
+	if (!dir)
+		return NULL;
+	int r = chdir(dir);
+	free(dir);
+	return r < 0 ? NULL : slash + 1;
+}
+
 int privdrop_to(const char *user, char *err, size_t errlen)
 {
 	uid_t uid = 0;

@@ -15,6 +15,14 @@
 
 #include <stddef.h>
 
+/* Make the directory of `path` the working directory and return the
+ * file name part (a pointer into path; path itself when it has no '/').
+ * Called before privdrop_to(): relative lookups from there need only
+ * that directory to be searchable, not its ancestors, so the ring can
+ * still be re-opened after a switch to a user who cannot walk the whole
+ * path (a test's private temporary directory, say).  NULL with errno set
+ * when chdir fails. */
+const char *privdrop_enter_dir(const char *path);
 /* Become `user` (a name, or a numeric uid).  When we are not root and
  * already are that user, nothing changes (0).  0, or -errno with the
  * reason in err: -ENOENT unknown user, -EPERM not root, -errno of the

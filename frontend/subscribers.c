@@ -44,6 +44,7 @@
 #include "frontend.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "rcbuf.h"
 #include "ringreader.h"
 #include "timeutil.h"
@@ -254,6 +255,7 @@ static void sub_dispose(void *p)
 	else
 		s->tail = sub->prev;
 	s->count--;
+	metrics_stream_closed(s->fe->metrics, sub->sse, sub->end == SUB_END_LAGGED);
 	log_listener(sub, s->fe->log_child, "/events listener removed");
 }
 
@@ -629,6 +631,7 @@ int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *query, 
 		s->head = sub;
 	s->tail = sub;
 	s->count++;
+	metrics_stream_opened(s->fe->metrics, sub->sse);
 	log_listener(sub, s->fe->log_child, "new /events listener created");
 
 	req->res.status = 200;

@@ -1064,8 +1064,12 @@ bool ring_reader_replaced(struct ring_reader *r)
 	if (atomic_load_explicit(&r->h->retired, memory_order_acquire))
 		return true;
 	struct stat st;
-	if (stat(r->path, &st) < 0)
-		return true;
+	if (stat(r->path, &st) < 0) {
+		/* Only a missing file means "replaced": a reader that may not
+		 * look the path up (EACCES after a privilege drop) still
+		 * learns of a replacement through the retired flag above. */
+		return errno == ENOENT || errno == ENOTDIR;
+	}
 	return st.st_dev != r->dev || st.st_ino != r->ino;
 }
 

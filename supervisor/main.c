@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -188,6 +189,12 @@ int main(int argc, char **argv)
 			return 1;
 		return load_xml ? oneshot_load_xml(load_xml) : oneshot_dump(opt.root);
 	}
+	/* Descriptors inherited from whoever started us are not ours to
+	 * hand on: mark them close-on-exec so no child gets them.  The
+	 * systemd sockets among them are passed on explicitly
+	 * (spawn_frontend in supervisor.c). */
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		fprintf(stderr, "vminfod: close_range: %s, ignoring\n", strerror(errno));
 	int r = log_init("vminfod", opt.log_file, opt.log_level);
 	if (r < 0) {
 		fprintf(stderr, "vminfod: cannot open log file %s: %s\n", opt.log_file, strerror(-r));

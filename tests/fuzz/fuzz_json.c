@@ -55,7 +55,8 @@ static struct zone_record rec = {
 static void put(const char *rel, const void *data, size_t len)
 {
 	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", root, rel) >= sizeof(path))
+		abort();
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0 || write(fd, data, len) != (ssize_t)len || close(fd) < 0) {
 		perror(path);
@@ -66,7 +67,8 @@ static void put(const char *rel, const void *data, size_t len)
 static void mkdirs(const char *rel)
 {
 	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", root, rel) >= sizeof(path))
+		abort();
 	for (char *p = path + strlen(root) + 1; *p; p++) {
 		if (*p != '/')
 			continue;
@@ -81,7 +83,8 @@ static void cleanup(void)
 {
 	for (size_t i = 0; i < NFILES; i++) {
 		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%s", root, FILES[i]);
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", root, FILES[i]) >= sizeof(path))
+			abort();
 		(void)unlink(path);
 	}
 	static const char *const rest[] = {
@@ -90,7 +93,8 @@ static void cleanup(void)
 	};
 	for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++) {
 		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%s", root, rest[i]);
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", root, rest[i]) >= sizeof(path))
+			abort();
 		if (unlink(path) < 0)
 			(void)rmdir(path);
 	}
@@ -100,7 +104,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_log_init();
 	const char *tmp = getenv("TMPDIR");
-	snprintf(root, sizeof(root), "%s/fuzz_json.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if ((size_t)snprintf(root, sizeof(root), "%s/fuzz_json.XXXXXX", tmp && *tmp ? tmp : "/tmp") >= sizeof(root))
+		abort();
 	if (!mkdtemp(root)) {
 		perror(root);
 		abort();
@@ -143,7 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (json_is_object(v)) {
 			const char **keys = NULL;
 			long n = js_object_keys(v, &keys);
-			if (n > 0)
+			if (n >= 0)
 				free(keys);
 		}
 		json_decref(v);

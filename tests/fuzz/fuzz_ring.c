@@ -95,13 +95,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_log_init();
 	const char *tmp = getenv("TMPDIR");
-	snprintf(dir, sizeof(dir), "%s/fuzz_ring.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/fuzz_ring.XXXXXX", tmp && *tmp ? tmp : "/tmp") >= sizeof(dir))
+		abort();
 	if (!mkdtemp(dir)) {
 		perror(dir);
 		abort();
 	}
-	snprintf(path, sizeof(path), "%s/vminfod.ring", dir);
-	snprintf(tmppath, sizeof(tmppath), "%s/vminfod.ring.tmp", dir);
+	if ((size_t)snprintf(path, sizeof(path), "%s/vminfod.ring", dir) >= sizeof(path))
+		abort();
+	if ((size_t)snprintf(tmppath, sizeof(tmppath), "%s/vminfod.ring.tmp", dir) >= sizeof(tmppath))
+		abort();
 	atexit(cleanup);
 
 	struct ring_writer *w;

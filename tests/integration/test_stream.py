@@ -12,6 +12,11 @@ vminfod-frontend as a child; these tests talk to it over HTTP only:
     ?since=<epoch>:<version> (no gap, no repeat);
   * curl and `python3 -m json.tool` as a person would use them;
   * a foreign or truncated ring file at start gets a new epoch.
+
+Run as root, the daemon starts its frontend as `nobody` (the default), so
+the run directory must be searchable by that user: pytest's tmp_path is
+not (0700), and each daemon here gets a 0755 directory under /tmp as its
+--rundir instead, as /run/vminfod is in production.
 """
 
 import json
@@ -24,9 +29,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 
@@ -136,6 +143,51 @@ def diff_states(mine, theirs):
     return "; ".join(out[:10]) + (" ..." if len(out) > 10 else "")
 
 
+def public_dir():
+    """A new directory every user can search (the ring's directory)."""
+    d = Path(tempfile.mkdtemp(prefix="vminfod-stream-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    return d
+
+
+def new_daemon(root, work, extra=(), rundir=None):
+    """A Daemon (not started) whose --rundir the frontend's user can
+    reach; returns (daemon, directory to remove afterwards or None)."""
+    d = Daemon(root, work, extra=extra)
+    pub = None
+    if rundir is None:
+        pub = public_dir()
+        rundir = pub / "run"
+    d.rundir = Path(rundir)
+    return d, pub
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """Like conftest's daemon factory, with a reachable --rundir: every
+    daemon still running at teardown must stop cleanly (exit 0)."""
+    started = []
+    dirs = []
+
+    def start(root, *extra):
+        d, pub = new_daemon(root, tmp_path / ("daemon%d" % len(started)),
+                            extra)
+        started.append(d)
+        dirs.append(pub)
+        return d.start()
+    yield start
+    errors = []
+    for d in started:
+        try:
+            d.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+    for pub in dirs:
+        shutil.rmtree(pub, ignore_errors=True)
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
+
+
 # ---------------------------------------------------------------------------
 # 1. Exact bytes and shapes through the daemon
 
@@ -145,14 +197,14 @@ def quiet_daemon(tmp_path_factory):
     """A daemon on a 30-zone host nothing changes during these tests."""
     base = tmp_path_factory.mktemp("stream-shapes")
     root = helpers.run_mkhost(base / "host", 30, seed=7)
-    d = Daemon(root, base / "daemon")
-    d.start()
+    d, pub = new_daemon(root, base / "daemon")
     try:
+        d.start()
         yield d
-    except BaseException:
+        d.stop()
+    finally:
         d.kill()
-        raise
-    d.stop()
+        shutil.rmtree(pub, ignore_errors=True)
 
 
 def test_ping_exact(quiet_daemon):
@@ -180,7 +232,8 @@ def test_other_methods_are_400_empty(quiet_daemon, method):
 
 def test_unknown_paths(quiet_daemon):
     d = quiet_daemon
-    for path in ("/nope", "/", "/Ping", "/vmsx", "/events-x"):
+    # (Exactly "/" is left out: the frontend serves its live page there.)
+    for path in ("/nope", "//", "/Ping", "/vmsx", "/events-x", "/x/ping"):
         status, hdrs, body = d.get(path)
         assert (status, body) == (404, b"Unsupported URL Path"), path
         assert hdrs["content-type"] == "application/json"
@@ -797,8 +850,9 @@ def test_curl_events_and_status(mkhost, daemon):
 # 5. A foreign or corrupt ring file at start
 
 
-def start_on(root, work, ring_size="1M"):
-    return Daemon(root, work, extra=["--ring-size", ring_size]).start()
+def start_on(root, work, rundir, ring_size="1M"):
+    d, _ = new_daemon(root, work, ["--ring-size", ring_size], rundir)
+    return d.start()
 
 
 def ready_of(d, path="/events"):
@@ -807,10 +861,18 @@ def ready_of(d, path="/events"):
 
 
 def test_foreign_ring_gets_new_epoch(mkhost, tmp_path):
+    pub = public_dir()
+    try:
+        foreign_ring(mkhost, tmp_path, pub / "run")
+    finally:
+        shutil.rmtree(pub, ignore_errors=True)
+
+
+def foreign_ring(mkhost, tmp_path, rundir):
     root = mkhost(8, seed=51)
     work = tmp_path / "daemon"
-    ring = work / "run" / "vminfod.ring"
-    d = start_on(root, work)
+    ring = rundir / "vminfod.ring"
+    d = start_on(root, work, rundir)
     try:
         r1 = ready_of(d)
         helpers.mkhost_change(root, "--set-ram", read_index(root)[0]
@@ -824,7 +886,7 @@ def test_foreign_ring_gets_new_epoch(mkhost, tmp_path):
         d.stop()
 
     # A valid ring file is kept: same epoch, resume across the restart.
-    d = start_on(root, work)
+    d = start_on(root, work, rundir)
     try:
         r2 = ready_of(d, "/events?since=%s:%d" % (epoch1, version1))
         assert r2["epoch"] == epoch1 and r2["resumed"] is True, r2
@@ -841,7 +903,7 @@ def test_foreign_ring_gets_new_epoch(mkhost, tmp_path):
             ("truncated copy", "truncated", lambda old: old[:4096])):
         old = ring.read_bytes()
         ring.write_bytes(make(old))
-        d = start_on(root, work)
+        d = start_on(root, work, rundir)
         try:
             ready = ready_of(d, "/events?since=%s:%d" % (epoch1, version1))
             assert ready["resumed"] is False, (what, ready)
@@ -861,3 +923,31 @@ def test_foreign_ring_gets_new_epoch(mkhost, tmp_path):
             assert json.loads(body)[0]["ram"] == 3072
         finally:
             d.stop()
+
+
+# ---------------------------------------------------------------------------
+# A run directory the frontend's user cannot search
+
+
+@pytest.mark.skipif(os.geteuid() != 0,
+                    reason="the frontend changes user only under root")
+def test_unreachable_rundir_is_not_silently_stale(mkhost, tmp_path):
+    """With the default frontend user and a --rundir under pytest's 0700
+    tmp_path, the daemon must either refuse to start or publish events;
+    answering /ping while never delivering an event is the failure."""
+    root = mkhost(3, seed=61)
+    d = Daemon(root, tmp_path / "daemon")   # rundir under tmp_path (0700)
+    try:
+        d.start()
+    except AssertionError:
+        return  # refusing to start (with a log message) is acceptable
+    try:
+        with d.stream() as s:
+            ready = json.loads(s.next_line(10))
+            zone = read_index(root)[0]["zonename"]
+            helpers.mkhost_change(root, "--set-ram", zone, "2048")
+            ev = s.wait_event(lambda e: e.get("zonename") == zone, 5,
+                              "the modify event")
+            assert ev["version"] == ready["version"] + 1
+    finally:
+        d.kill()

@@ -1,0 +1,1 @@
+test_counters_SRCS := supervisor/counters.c

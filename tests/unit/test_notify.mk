@@ -1,0 +1,1 @@
+test_notify_SRCS := supervisor/notify.c
