@@ -529,8 +529,6 @@ int main(int argc, char **argv)
 			die("bad --doorbell-fd", errno);
 	}
 
-	/* The supervisor publishes the first snapshot right after creating
-	 * the ring; give it a moment rather than dying into a restart loop. */
 	/* The ring is re-opened by name when the supervisor replaces it:
 	 * keep that possible after the switch of user. */
 	if (opt.user) {
@@ -539,6 +537,8 @@ int main(int argc, char **argv)
 			die("cannot enter the ring's directory", errno);
 		opt.ring = name;
 	}
+	/* The supervisor publishes the first snapshot right after creating
+	 * the ring; give it a moment rather than dying into a restart loop. */
 	uint64_t give_up_ns = tu_mono_ns() + RING_WAIT_MS * TU_NS_PER_MS;
 	while ((r = ringreader_open(opt.ring, &fe->rr)) == -ENOENT && tu_mono_ns() < give_up_ns) {
 		struct timespec ts = { 0, 50 * 1000 * 1000 };

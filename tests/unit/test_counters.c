@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "counters.h"
+#include "../../supervisor/counters.h"
 #include "timeutil.h"
 
 static void test_counters_bucket_bounds_are_inclusive(void **state)

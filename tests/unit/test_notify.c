@@ -13,7 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "notify.h"
+#include "../../supervisor/notify.h"
 
 /* A manager socket in the abstract namespace; its fd. */
 static int manager(char *name, size_t namelen)
