@@ -604,7 +604,10 @@ int main(int argc, char **argv)
 		fe->doorbell_sock = watch_fd(fe, fe->doorbell_fd, on_doorbell);
 		/* Anything published between our load and now. */
 		poll_ring(fe);
-		fe->handover = handover_new(fe, poll_ring, begin_shutdown);
+		/* Only a frontend its supervisor started (it passes --ready-fd)
+		 * can be orphaned and hand over. */
+		if (opt.ready_fd >= 0)
+			fe->handover = handover_new(fe, poll_ring, begin_shutdown);
 	} else {
 		h2o_timeout_link(fe->loop, &fe->ring_poll, &fe->ring_poll_entry);
 	}

@@ -191,6 +191,11 @@ static int handle_status(struct frontend *fe, h2o_req_t *req, const struct reqpa
 	json_t *listeners = subscribers_listeners_json(fe->subs, now_ns);
 	json_t *st = statusfmt_status(fj, now_ns, tu_wall_ms(), listeners, full);
 	json_decref(listeners);
+	/* Port addition, after the upstream keys: the supervised children
+	 * (pid, restarts, state up/backoff/maintenance, ready). */
+	json_t *children = json_object_get(fj, "children");
+	if (st && full && json_is_object(children))
+		json_object_set(st, "children", children);
 	json_decref(fj);
 	struct buf out = BUF_INIT;
 	if (!st || js_dump(st, &out) < 0) {

@@ -44,6 +44,13 @@ static const char usage_text[] =
 	"  --frontend-user USER    user the frontend runs as (default: nobody when\n"
 	"                          started as root; \"\" keeps our own user)\n"
 	"  --events-file PATH      also append every event line to PATH\n"
+	"  --max-connections N     frontend: answer 503 past N open connections\n"
+	"                          (default: open-file limit - 64)\n"
+	"  --sndbuf BYTES          frontend: SO_SNDBUF of client sockets, the send\n"
+	"                          buffer cap of each subscriber (default 65536)\n"
+	"  --max-header-bytes N    frontend: 431 past N bytes of headers (default 16384)\n"
+	"  --max-url-bytes N       frontend: 414 past N bytes of path+query (default 8192)\n"
+	"  --request-timeout MS    frontend: close idle non-stream connections (default 10000)\n"
 	"  --dump                  print all VM objects as JSON and exit\n"
 	"  --load-xml FILE         print the VM object of one zone XML file and exit\n"
 	"  -h, --help              this text\n";
@@ -108,7 +115,7 @@ int main(int argc, char **argv)
 {
 	enum { O_ROOT = 256, O_LISTEN, O_RUNDIR, O_RING_SIZE, O_LOG_FILE, O_LOG_LEVEL,
 	       O_TASK_TIMEOUT, O_REFRESH, O_REFRESH_WAIT, O_FSWATCHER, O_FRONTEND, O_NO_FRONTEND,
-	       O_EVENTS_FILE, O_DUMP, O_LOAD_XML, O_FRONTEND_USER };
+	       O_EVENTS_FILE, O_DUMP, O_LOAD_XML, O_FRONTEND_USER, O_FE_PASS };
 	static const struct option longopts[] = {
 		{ "root", required_argument, NULL, O_ROOT },
 		{ "listen", required_argument, NULL, O_LISTEN },
@@ -126,6 +133,12 @@ int main(int argc, char **argv)
 		{ "dump", no_argument, NULL, O_DUMP },
 		{ "load-xml", required_argument, NULL, O_LOAD_XML },
 		{ "frontend-user", required_argument, NULL, O_FRONTEND_USER },
+		/* the frontend's limits, handed to it as they are */
+		{ "max-connections", required_argument, NULL, O_FE_PASS },
+		{ "sndbuf", required_argument, NULL, O_FE_PASS + 1 },
+		{ "max-header-bytes", required_argument, NULL, O_FE_PASS + 2 },
+		{ "max-url-bytes", required_argument, NULL, O_FE_PASS + 3 },
+		{ "request-timeout", required_argument, NULL, O_FE_PASS + 4 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -141,7 +154,8 @@ int main(int argc, char **argv)
 	const char *load_xml = NULL;
 	bool dump = false;
 	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	int idx = 0;
+	while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
 		int bad = 0;
 		switch (c) {
 		case O_ROOT: opt.root = optarg; break;
@@ -168,12 +182,25 @@ int main(int argc, char **argv)
 		case O_DUMP: dump = true; break;
 		case O_LOAD_XML: load_xml = optarg; break;
 		case O_FRONTEND_USER: opt.frontend_user = optarg; break;
+		case O_FE_PASS:
+		case O_FE_PASS + 1:
+		case O_FE_PASS + 2:
+		case O_FE_PASS + 3:
+		case O_FE_PASS + 4: {
+			uint64_t v;
+			bad = parse_ms(optarg, &v) < 0 ||
+			      opt.nfe_args + 2 > sizeof(opt.fe_args) / sizeof(opt.fe_args[0]);
+			if (!bad) {
+				opt.fe_args[opt.nfe_args++] = longopts[idx].name;
+				opt.fe_args[opt.nfe_args++] = optarg;
+			}
+			break;
+		}
 		case 'h': fputs(usage_text, stdout); return 0;
 		default: fputs(usage_text, stderr); return 2;
 		}
 		if (bad) {
-			fprintf(stderr, "vminfod: bad value for --%s: %s\n",
-			        longopts[c - O_ROOT].name, optarg);
+			fprintf(stderr, "vminfod: bad value for --%s: %s\n", longopts[idx].name, optarg);
 			return 2;
 		}
 	}

@@ -228,7 +228,7 @@ static pid_t spawn_frontend(struct child *c, void *arg)
 	snprintf(level, sizeof(level), "%d", s->opt.log_level);
 	setenv("LISTEN_FDS", nfds, 1);
 	setenv("LISTEN_PID", pidbuf, 1);
-	const char *argv[16];
+	const char *argv[32];
 	int a = 0;
 	argv[a++] = s->opt.frontend_cmd;
 	argv[a++] = "--ring";
@@ -246,6 +246,12 @@ static pid_t spawn_frontend(struct child *c, void *arg)
 	if (s->opt.frontend_user) {
 		argv[a++] = "--user";
 		argv[a++] = s->opt.frontend_user;
+	}
+	char fe_opts[5][32];
+	for (size_t i = 0; i + 1 < s->opt.nfe_args && i / 2 < 5; i += 2) {
+		snprintf(fe_opts[i / 2], sizeof(fe_opts[0]), "--%s", s->opt.fe_args[i]);
+		argv[a++] = fe_opts[i / 2];
+		argv[a++] = s->opt.fe_args[i + 1];
 	}
 	argv[a] = NULL;
 	execv(s->opt.frontend_cmd, (char *const *)argv);

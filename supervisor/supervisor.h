@@ -46,6 +46,8 @@ struct options {
 	const char *frontend_cmd;
 	const char *events_file;          /* NDJSON copy of every event (tests) */
 	bool no_frontend;
+	const char *fe_args[10];            /* limits passed to the frontend: --name value */
+	size_t nfe_args;
 	const char *frontend_user;          /* NULL: the frontend keeps our uid */
 };
 

@@ -147,7 +147,9 @@ check_line(char *line, char *fields[4], bool *ret_global)
 		return "unsafe zonepath";
 	/* The record is keyed by uuid; a zone named by its uuid may leave the
 	 * column empty (spec/vmload.md §2.1). */
-	if (strlen(fields[3]) != 36) {
+	if (!zoneindex_is_uuid(fields[3])) {
+		if (fields[3][0] != '\0')
+			return "bad uuid";
 		if (!zoneindex_is_uuid(fields[0]))
 			return "missing uuid";
 		fields[3] = fields[0];

@@ -141,7 +141,7 @@ test_zoneindex_wrong_fields_are_skipped(void **state)
 	assert_non_null(strstr(sk.text, "4|nostate::/zones/ns:" U1 "|empty state\n"));
 	assert_non_null(strstr(sk.text, "5|relpath:installed:zones/r:" U1 "|zonepath is not absolute\n"));
 	assert_non_null(strstr(sk.text, "6|nouuid:installed:/zones/nouuid:|missing uuid\n"));
-	assert_non_null(strstr(sk.text, "7|shortuuid:installed:/zones/s:1234|missing uuid\n"));
+	assert_non_null(strstr(sk.text, "7|shortuuid:installed:/zones/s:1234|bad uuid\n"));
 	zoneindex_done(&idx);
 }
 
