@@ -43,7 +43,7 @@ from helpers import (Daemon, EventStream, read_index, script, wait_for)
 STATUS_KEYS = ["pid", "uptime", "memory", "state", "status", "numVms",
                "curDate", "curTime", "queue", "lastRefresh", "refreshErrors",
                "eventsListeners"]
-FULL_KEYS = STATUS_KEYS + ["refreshLog", "fswatcher"]
+FULL_KEYS = STATUS_KEYS + ["refreshLog", "fswatcher", "children"]
 READY_KEYS = ["type", "date", "uuid", "vms", "epoch", "version", "resumed"]
 RESUMED_READY_KEYS = ["type", "date", "uuid", "epoch", "version", "resumed"]
 EVENT_KEYS = {

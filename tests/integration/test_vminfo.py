@@ -359,7 +359,7 @@ def test_status_json(host):
                 "curDate", "curTime", "queue", "lastRefresh",
                 "refreshErrors", "eventsListeners"]
         if full:
-            keys += ["refreshLog", "fswatcher"]
+            keys += ["refreshLog", "fswatcher", "children"]
         assert list(obj) == keys, args
 
 
