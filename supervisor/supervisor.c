@@ -24,7 +24,6 @@
 #include "log.h"
 #include "publish.h"
 #include "queue.h"
-#include "readyprobe.h"
 #include "ring.h"
 #include "supervisor.h"
 #include "timeutil.h"
@@ -258,25 +257,28 @@ static pid_t spawn_frontend(struct child *c, void *arg)
 	_exit(127);
 }
 
+static void notify_serving(struct supervisor *s);
+
 static void on_frontend(struct child *c, void *arg, bool spawned, int status)
 {
 	struct supervisor *s = arg;
 	supervisor_status_changed(s);
+	if (spawned && c->ready)
+		notify_serving(s);
 	if (!spawned && s->stopping)
 		ev_break(s->loop, EVBREAK_ALL);
 }
 
 /* ---- service manager readiness and /metrics totals ---- */
 
-/* The frontend answered /ping on our listener: every condition of
+/* The frontend said it accepts (its ready pipe): every condition of
  * readiness holds (first load, first snapshot, first accept). */
-static void on_serving(void *arg)
+static void notify_serving(struct supervisor *s)
 {
-	struct supervisor *s = arg;
-	log_info(json_pack("{s:i}", "attempts", (int)readyprobe_attempts(s->probe)),
-	         "frontend is serving, vminfod is ready");
-	readyprobe_free(s->probe);
-	s->probe = NULL;
+	if (s->ready_notified)
+		return;
+	s->ready_notified = true;
+	log_info(NULL, "frontend is serving, vminfod is ready");
 	int r = notify_ready(&s->notify, s->status);
 	if (r < 0)
 		log_warn(log_err_fields(strerror(-r), NULL), "cannot notify the service manager, ignoring");
@@ -562,23 +564,13 @@ static int boot(struct supervisor *s)
 	tu_pretty_delta(tu_mono_ns() - s->start_ns, took);
 	log_info(NULL, "boot sequence complete, took %s", took);
 	publish_status(s);
-	if (s->opt.no_frontend || s->listeners.n == 0) {
-		(void)notify_ready(&s->notify, s->status);
-	} else {
-		s->probe = readyprobe_new(s->loop, s->listeners.fds[0], on_serving, s);
-		if (!s->probe) {
-			log_warn(log_err_fields(strerror(errno), NULL),
-			         "cannot watch for the frontend's first answer, reporting ready now");
-			(void)notify_ready(&s->notify, s->status);
-		}
-	}
+	if (s->opt.no_frontend)
+		notify_serving(s);
 	return 0;
 }
 
 static void shutdown_all(struct supervisor *s)
 {
-	readyprobe_free(s->probe);
-	s->probe = NULL;
 	notify_done(&s->notify);
 	refresh_done(s);
 	ev_timer_stop(s->loop, &s->status_timer);

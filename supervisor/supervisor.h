@@ -28,7 +28,6 @@
 struct fsw;
 struct queue;
 struct publish;
-struct readyprobe;
 struct ring_writer;
 
 struct options {
@@ -125,7 +124,7 @@ struct supervisor {
 
 	/* operations: service manager, readiness, /metrics totals */
 	struct notify notify;
-	struct readyprobe *probe;   /* until the frontend first answers */
+	bool ready_notified;        /* READY=1 sent */
 	struct counters counters;
 };
 
