@@ -133,9 +133,7 @@ static int hexval(char c)
 	return -1;
 }
 
-/* Decode [s, s+n) into out (at most cap-1 bytes + NUL when cap > 0);
- * returns the full decoded length. */
-static size_t decode(const char *s, size_t n, char *out, size_t cap)
+size_t reqpath_decode(const char *s, size_t n, char *out, size_t cap)
 {
 	size_t o = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -146,10 +144,18 @@ static size_t decode(const char *s, size_t n, char *out, size_t cap)
 			c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
 			i += 2;
 		}
-		if (out && o + 1 < cap)
+		if (out && o < cap)
 			out[o] = c;
 		o++;
 	}
+	return o;
+}
+
+/* Decode [s, s+n) into out (at most cap-1 bytes + NUL when cap > 0);
+ * returns the full decoded length. */
+static size_t decode(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t o = reqpath_decode(s, n, out, cap ? cap - 1 : 0);
 	if (out && cap)
 		out[o < cap ? o : cap - 1] = '\0';
 	return o;

@@ -43,6 +43,11 @@ int reqpath_parse(const char *target, size_t len, char *work, size_t worklen, st
 size_t reqpath_query(const char *query, size_t qlen, const char *key,
 		     char *val, size_t valcap, size_t *ret_vlen);
 
+/* Decode a query component as Node's querystring does ('+' is a space,
+ * %XX a byte, a bad escape stays as is): at most cap bytes into out (no
+ * NUL added; out may be NULL); returns the full decoded length. */
+size_t reqpath_decode(const char *s, size_t n, char *out, size_t cap);
+
 /* The /status "full" rule: on when the key is repeated or has a non-empty
  * value. */
 bool reqpath_query_flag(const char *query, size_t qlen, const char *key);

@@ -27,6 +27,7 @@
  * beside each line; skipped events still advance the cursor.
  */
 #include "subscribers.h"
+#include "reqpath.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -436,36 +437,12 @@ static int send_ready(struct subscriber *sub, const char *since)
 
 /* ---- request options: ?since=, ?zonename=, ?type=, Accept, Last-Event-ID ---- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decode a query component as Node's querystring does ('+' is a space,
- * %XX a byte, a bad escape stays as is) into out (cap bytes); the
- * decoded length, or SIZE_MAX when it does not fit. */
+/* A query component decoded into out (cap bytes, no NUL); its length, or
+ * SIZE_MAX when it does not fit. */
 static size_t qs_decode(const char *p, size_t n, char *out, size_t cap)
 {
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = p[i];
-		if (c == '+') {
-			c = ' ';
-		} else if (c == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
-			c = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
-			i += 2;
-		}
-		if (o == cap)
-			return SIZE_MAX;
-		out[o++] = c;
-	}
-	return o;
+	size_t len = reqpath_decode(p, n, out, cap);
+	return len > cap ? SIZE_MAX : len;
 }
 
 struct sub_opts {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int buf_reserve(struct buf *b, size_t extra)
 {
@@ -82,6 +83,23 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	int r = buf_vprintf(b, fmt, ap);
 	va_end(ap);
 	return r;
+}
+
+int buf_write(const struct buf *b, int fd)
+{
+	const char *p = b->data;
+	size_t len = b->len;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
 }
 
 void buf_reset(struct buf *b)

@@ -31,6 +31,9 @@ int buf_addc(struct buf *b, char c);
 int buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Write all the bytes to fd (retrying short writes and EINTR); 0 or
+ * -errno.  Can block on a blocking fd. */
+int buf_write(const struct buf *b, int fd);
 /* Forget the contents, keep the allocation. */
 void buf_reset(struct buf *b);
 /* Hand the bytes to the caller (who frees them) and empty the buffer.

@@ -18,23 +18,6 @@
 #include "vmxml.h"
 #include "zoneindex.h"
 
-static int
-write_all(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Load and build one zone; appends its JSON to out (with a leading comma
  * unless first).  Returns 1 if appended, 0 if skipped, -ENOMEM. */
 static int
@@ -108,7 +91,7 @@ oneshot_dump(const char *root)
 		log_error(NULL, "cannot dump VMs: %s", strerror(-rc));
 		goto out;
 	}
-	rc = write_all(STDOUT_FILENO, out.data, out.len);
+	rc = buf_write(&out, STDOUT_FILENO);
 	if (rc < 0) {
 		log_error(NULL, "cannot write to stdout: %s", strerror(-rc));
 		goto out;
@@ -150,7 +133,7 @@ oneshot_load_xml(const char *path)
 	if (rc >= 0)
 		rc = buf_addc(&out, '\n');
 	if (rc >= 0)
-		rc = write_all(STDOUT_FILENO, out.data, out.len);
+		rc = buf_write(&out, STDOUT_FILENO);
 	buf_done(&out);
 	if (rc < 0) {
 		fprintf(stderr, "vminfod: cannot write the result: %s\n", strerror(-rc));

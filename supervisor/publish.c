@@ -129,21 +129,6 @@ static json_t *log_event(const char *type, const char *date, const char *zonenam
 	return json_pack("{s:o}", "ev", ev);
 }
 
-static int write_all(int fd, const char *data, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int64_t publish_event(struct publish *p, enum ring_ev_type type, const char *zonename,
 	const char *uuid, const char *vm_json, size_t vm_json_len, json_t *vm,
 	json_t *changes, size_t nvms)
@@ -195,7 +180,7 @@ int64_t publish_event(struct publish *p, enum ring_ev_type type, const char *zon
 	}
 	p->version = version;
 	if (p->ndjson_fd >= 0) {
-		r = write_all(p->ndjson_fd, b->data, b->len);
+		r = buf_write(b, p->ndjson_fd);
 		if (r < 0)
 			log_warn(log_err_fields(strerror(-r), NULL),
 			         "cannot write event to the events file, ignoring");
