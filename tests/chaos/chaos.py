@@ -106,24 +106,8 @@ class Chaos:
                                         start_new_session=True)
         self.sups.append(self.sup)
 
-    def frontend_pid(self):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % entry, "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            name = stat[stat.find(b"(") + 1:stat.rfind(b")")]
-            fields = stat[stat.rfind(b")") + 2:].split()
-            if int(fields[1]) == self.sup.pid and fields[0] != b"Z" and \
-                    name.startswith(b"vminfod-fronten"):
-                return int(entry)
-        return None
-
     def kill_frontend(self):
-        pid = self.frontend_pid()
+        pid = helpers.frontend_pid(self.sup.pid)
         if pid is None:
             return False
         os.kill(pid, signal.SIGKILL)
@@ -145,21 +129,7 @@ class Chaos:
             except subprocess.TimeoutExpired:
                 self.sup.kill()
                 self.sup.wait()
-        sessions = {p.pid for p in self.sups}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % entry, "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(b")") + 2:].split()
-            if int(fields[3]) in sessions and fields[0] != b"Z":
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        helpers.kill_sessions({p.pid for p in self.sups})
 
     # ---- subscribers ---------------------------------------------------
 

@@ -8,6 +8,18 @@ talks only to 127.0.0.1 and stops only the processes it started.
     mkhost_change(root, *args)         run `mkhost ROOT <args>`, parsed lines
     free_port()                        an unused 127.0.0.1 TCP port
     wait_for(predicate, timeout, what) poll until truthy, else fail
+    write_atomic(path, data)           replace a file by temp file + rename
+    config_path(root, zone, name)      a zone's config/<name> file
+    xml_path(root, zonename)           a zone's etc/zones/<zonename>.xml
+    proc_stat(pid) -> ProcStat|None    comm, state, ppid, pgrp, session
+    processes()                        (pid, ProcStat) of live processes
+    pid_alive(pid)                     running and not a zombie
+    cmdline(pid)                       argv of a process, [] if gone
+    children_of(pid, comm=None)        live child pids (by command name)
+    child_pid(pid, comm)               the first such child, or None
+    wait_child(pid, comm, other_than)  wait for such a child
+    frontend_pid(pid)                  the one vminfod-frontend child
+    kill_sessions(sids)                SIGKILL what is left of sessions
     http_get(port, path, ...)          one GET -> (status, headers, body)
     EventStream                        raw-socket reader of a streaming GET
     NdjsonEvents                       tail of the --events-file NDJSON file
@@ -22,10 +34,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
+CHILD_TIMEOUT_S = 10.0
+# What the kernel keeps of a command name (TASK_COMM_LEN - 1).
+COMM_LEN = 15
 
 
 def repo_dir():
@@ -106,6 +122,137 @@ def wait_for(predicate, timeout, what, interval=0.005, max_interval=0.1):
                                  % (timeout, what))
         time.sleep(min(interval, deadline - now))
         interval = min(interval * 2, max_interval)
+
+
+_tmp_counter = [0]
+
+
+def write_atomic(path, data):
+    """Replace path by a dot-named temporary file renamed onto it, the way
+    the real tools change a zone's files (str data is written as UTF-8)."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    _tmp_counter[0] += 1
+    tmp = path.parent / (".%s.tmp.%d.%d" % (path.name, os.getpid(),
+                                            _tmp_counter[0]))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def config_path(root, zone, name):
+    """root/<zonepath>/config/<name> of an index record (read_index)."""
+    return Path(root) / zone["zonepath"].lstrip("/") / "config" / name
+
+
+def xml_path(root, zonename):
+    """root/etc/zones/<zonename>.xml."""
+    return Path(root) / "etc" / "zones" / (zonename + ".xml")
+
+
+# ---------------------------------------------------------------------------
+# processes, from /proc/<pid>/stat
+
+ProcStat = namedtuple("ProcStat", "comm state ppid pgrp session")
+
+
+def proc_stat(pid):
+    """The parsed /proc/<pid>/stat of pid, or None if it is gone.
+
+    comm (the command name, at most COMM_LEN characters) is what stands
+    between the first "(" and the LAST ")": it may itself hold spaces and
+    parentheses.  state is one letter ("Z" for a zombie)."""
+    try:
+        with open("/proc/%s/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    start, end = stat.find(b"("), stat.rfind(b")")
+    fields = stat[end + 1:].split()
+    if start < 0 or end < start or len(fields) < 4:
+        return None
+    return ProcStat(stat[start + 1:end].decode("utf-8", "replace"),
+                    fields[0].decode("ascii", "replace"), int(fields[1]),
+                    int(fields[2]), int(fields[3]))
+
+
+def processes():
+    """Yield (pid, ProcStat) of every live process; zombies are skipped."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        st = proc_stat(entry)
+        if st is not None and st.state != "Z":
+            yield int(entry), st
+
+
+def pid_alive(pid):
+    """True while pid runs (a zombie counts as gone)."""
+    st = proc_stat(pid)
+    return st is not None and st.state != "Z"
+
+
+def cmdline(pid):
+    """The argv of pid as str (empty arguments dropped); [] if it is gone."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    return [a.decode("utf-8", "replace") for a in data.split(b"\0") if a]
+
+
+def children_of(pid, comm=None):
+    """Live (non-zombie) child pids of pid.
+
+    With comm, only children whose command name starts with comm cut to
+    COMM_LEN characters, so the full program name may be given:
+    "vminfod-frontend" matches the kernel's "vminfod-fronten"."""
+    prefix = None if comm is None else comm[:COMM_LEN]
+    return [p for p, st in processes() if st.ppid == pid and
+            (prefix is None or st.comm.startswith(prefix))]
+
+
+def child_pid(pid, comm):
+    """The first live child of pid with that command name, or None."""
+    pids = children_of(pid, comm)
+    return pids[0] if pids else None
+
+
+def wait_child(pid, comm, other_than=None, timeout=CHILD_TIMEOUT_S):
+    """Wait for a live child of pid with that command name and a pid other
+    than other_than (a restarted one); return its pid."""
+    def found():
+        for child in children_of(pid, comm):
+            if child != other_than:
+                return child
+        return None
+    return wait_for(found, timeout, "a %s child of pid %d" % (comm, pid))
+
+
+def frontend_pid(pid):
+    """The pid of pid's vminfod-frontend child; None while it has none (or,
+    mid-restart, more than one)."""
+    pids = children_of(pid, "vminfod-frontend")
+    return pids[0] if len(pids) == 1 else None
+
+
+def kill_sessions(sessions):
+    """SIGKILL (by pid) every live process whose session id is in
+    sessions: what is left of daemons started with start_new_session."""
+    for pid, st in processes():
+        if st.session in sessions:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def http_get(port, path, headers=None, timeout=10.0, host="127.0.0.1"):
@@ -561,20 +708,7 @@ class Daemon:
 
     def _group_members(self):
         """Pids still in the daemon's process group (its leftover children)."""
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % entry, "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(b")") + 2:].split()
-            if len(fields) > 2 and int(fields[2]) == self.proc.pid and \
-                    fields[0] != b"Z":
-                pids.append(int(entry))
-        return pids
+        return [pid for pid, st in processes() if st.pgrp == self.proc.pid]
 
     def _reap_group(self, require_empty=True):
         """Check that no child outlived the supervisor; kill any that did.

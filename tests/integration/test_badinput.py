@@ -38,35 +38,14 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import read_index, wait_for, http_get, EventStream
+from helpers import (EventStream, config_path, http_get, read_index,
+                     wait_child, wait_for, write_atomic, xml_path)
 
 EVENT_TIMEOUT = 15.0
 
 
 # ---------------------------------------------------------------------------
 # helpers
-
-_n = [0]
-
-
-def write_atomic(path, data):
-    """Replace path by a dot-named temporary file renamed onto it."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    _n[0] += 1
-    tmp = path.parent / (".%s.%d.%d" % (path.name, os.getpid(), _n[0]))
-    tmp.write_bytes(data)
-    os.rename(tmp, path)
-
-
-def config_path(root, zone, name):
-    return Path(root) / zone["zonepath"].lstrip("/") / "config" / name
-
-
-def xml_path(root, zonename):
-    return Path(root) / "etc" / "zones" / (zonename + ".xml")
-
 
 def vms_by_name(d):
     return {v["zonename"]: v for v in d.get_json("/vms")}
@@ -114,6 +93,15 @@ class Subscriber:
 
     def close(self):
         self.stream.close()
+
+
+def restart_on_ring(d):
+    """Start a new vminfod on d's tree, port and ring file (its rundir),
+    logging to vminfod2.log; the caller stops it."""
+    d2 = helpers.Daemon(d.root, d.workdir, port=d.port)
+    d2.rundir = d.rundir
+    d2.log_path = d.workdir / "vminfod2.log"
+    return d2.start()
 
 
 def assert_others_intact(before, after, skip):
@@ -253,9 +241,10 @@ def test_fswatcher_crash_keeps_the_stream(host, daemon):
     d = daemon(root)
     sub = Subscriber(d)
     before = vms_by_name(d)
-    old = wait_child(d, "fswatcher")
+    old = wait_child(d.pid, "fswatcher", timeout=EVENT_TIMEOUT)
     os.kill(old, signal.SIGKILL)
-    wait_child(d, "fswatcher", other_than=old)
+    wait_child(d.pid, "fswatcher", other_than=old,
+               timeout=EVENT_TIMEOUT)
     # Re-watched: a change after the restart reaches the same stream.
     sub.still_served(root, zones[2])
     assert_others_intact(before, vms_by_name(d), {zones[2]["zonename"]})
@@ -268,7 +257,7 @@ def test_frontend_crash_subscriber_resumes(host, daemon):
     sub = Subscriber(d)
     sub.still_served(root, zones[0])
     epoch, version = sub.ready["epoch"], sub.version
-    old = wait_child(d, "vminfod-frontend")
+    old = wait_child(d.pid, "vminfod-frontend", timeout=EVENT_TIMEOUT)
     os.kill(old, signal.SIGKILL)
     # The stream ends with the frontend ...
     assert sub.stream.next_line(EVENT_TIMEOUT) is None
@@ -301,10 +290,7 @@ def test_supervisor_crash_same_epoch_missed_events(host, daemon, tmp_path):
     d.kill()
     write_atomic(config_path(root, zones[3], "tags.json"),
                  json.dumps({"missed": True}))
-    d2 = helpers.Daemon(root, d.workdir, port=d.port)
-    d2.rundir = d.rundir
-    d2.log_path = d.workdir / "vminfod2.log"
-    d2.start()
+    d2 = restart_on_ring(d)
     try:
         s = EventStream(d2.port, "/events?since=%s:%d" % (epoch, version),
                         timeout=EVENT_TIMEOUT)
@@ -342,10 +328,7 @@ def test_corrupt_ring_new_epoch_full_ready(host, daemon, damage):
         data[152:168] = (8).to_bytes(8, "little") + (1 << 40).to_bytes(
             8, "little")
     ring.write_bytes(bytes(data))
-    d2 = helpers.Daemon(root, d.workdir, port=d.port)
-    d2.rundir = d.rundir
-    d2.log_path = d.workdir / "vminfod2.log"
-    d2.start()
+    d2 = restart_on_ring(d)
     try:
         s = EventStream(d2.port, "/events?since=%s:%d" % (epoch, version),
                         timeout=EVENT_TIMEOUT)
@@ -647,35 +630,3 @@ def test_files_flapping_between_stat_and_open(host, daemon):
     sub.still_served(root, zones[2])
     sub.close()
     assert d.alive()
-
-
-# ---------------------------------------------------------------------------
-
-def children(pid):
-    kids = set()
-    try:
-        for tid in os.listdir("/proc/%d/task" % pid):
-            try:
-                with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                    kids.update(int(k) for k in f.read().split())
-            except OSError:
-                pass
-    except OSError:
-        return []
-    out = []
-    for k in sorted(kids):
-        try:
-            exe = os.path.basename(os.readlink("/proc/%d/exe" % k))
-        except OSError:
-            continue
-        out.append((k, exe))
-    return out
-
-
-def wait_child(d, name, other_than=None, timeout=EVENT_TIMEOUT):
-    def found():
-        for pid, exe in children(d.pid):
-            if exe == name and pid != other_than:
-                return pid
-        return None
-    return wait_for(found, timeout, "a %s child of vminfod" % name)

@@ -24,36 +24,8 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import build_dir, free_port, http_get, repo_dir, wait_for
-
-
-def children_of(pid):
-    """Direct children of pid."""
-    out = []
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                out += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def frontend_pid(d):
-    """The running vminfod-frontend child of daemon d, or None."""
-    for c in children_of(d.pid):
-        argv = cmdline(c)
-        if argv and argv[0].endswith(b"vminfod-frontend"):
-            return c
-    return None
+from helpers import (build_dir, free_port, frontend_pid, http_get, repo_dir,
+                     wait_for)
 
 
 def proc_status(pid):
@@ -116,7 +88,7 @@ def test_notify_ready_status_and_stopping(mkhost, daemon):
         d.wait_log(lambda r: r.get("msg") == "frontend is serving, vminfod is ready",
                    what="the readiness log line")
         # Only the supervisor speaks for the service.
-        fe = wait_for(lambda: frontend_pid(d), 10, "the frontend")
+        fe = wait_for(lambda: frontend_pid(d.pid), 10, "the frontend")
         with open("/proc/%d/environ" % fe, "rb") as f:
             assert b"NOTIFY_SOCKET=" not in f.read()
         d.stop()
@@ -196,7 +168,7 @@ def test_frontend_runs_unprivileged(mkhost, public_dir, tmp_path):
     d.rundir = public_dir / "run"   # searchable by the frontend's user
     d.start()
     try:
-        fe = wait_for(lambda: frontend_pid(d), 10, "the frontend")
+        fe = wait_for(lambda: frontend_pid(d.pid), 10, "the frontend")
         st = wait_for(lambda: (lambda s: s if s["Uid"].split()[0] != "0" else None)(proc_status(fe)),
                       10, "the frontend to switch user")
         print("frontend pid %d: Uid %s Gid %s CapEff %s CapBnd %s NoNewPrivs %s" % (
@@ -253,7 +225,7 @@ def test_frontend_runs_unprivileged(mkhost, public_dir, tmp_path):
 @needs_root
 def test_frontend_user_empty_keeps_uid(mkhost, daemon):
     d = daemon(mkhost(n=1), "--frontend-user", "")
-    fe = wait_for(lambda: frontend_pid(d), 10, "the frontend")
+    fe = wait_for(lambda: frontend_pid(d.pid), 10, "the frontend")
     assert proc_status(fe)["Uid"].split()[0] == "0"
 
 
@@ -609,9 +581,9 @@ def test_live_page_in_chromium(mkhost, daemon, tmp_path):
 
         # The frontend restarts: the page resumes by itself, with no
         # event missed or repeated.
-        fe = frontend_pid(d)
+        fe = frontend_pid(d.pid)
         os.kill(fe, signal.SIGKILL)
-        wait_for(lambda: (frontend_pid(d) or fe) != fe, 20, "a new frontend")
+        wait_for(lambda: (frontend_pid(d.pid) or fe) != fe, 20, "a new frontend")
         helpers.mkhost_change(root, "--set-ram", zone, "778")
         wait_for(lambda: wd.js("return [...document.querySelectorAll('#events tr[data-type=modify]')]"
                                ".some(r => r.textContent.includes('778'))"),

@@ -17,45 +17,12 @@ import time
 import pytest
 
 import helpers
-from helpers import Daemon, EventStream, free_port, read_index, wait_for
+from helpers import (Daemon, EventStream, free_port, frontend_pid,
+                     kill_sessions, pid_alive, read_index, wait_for)
 
 
 # ---------------------------------------------------------------------------
 # helpers
-
-
-def children_of(pid, comm=None):
-    """Pids whose parent is pid (optionally with that command name)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.find(b"(") + 1:stat.rfind(b")")].decode()
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if int(fields[1]) == pid and fields[0] != b"Z" and \
-                (comm is None or name.startswith(comm)):
-            out.append(int(entry))
-    return out
-
-
-def frontend_pid(sup_pid):
-    pids = children_of(sup_pid, "vminfod-fronten")
-    return pids[0] if len(pids) == 1 else None
-
-
-def alive(pid):
-    """True while pid runs (a zombie counts as gone)."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:].split()[0] != b"Z"
 
 
 def vms_version(d):
@@ -87,24 +54,6 @@ def read_until_end(s, timeout):
         out.append(ev)
 
 
-def kill_leftovers(session_pid):
-    """SIGKILL what is left of a killed supervisor's session (by pid)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if int(fields[3]) == session_pid and fields[0] != b"Z":
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 @pytest.fixture
 def restartable(tmp_path):
     """Factory: start(root, port=None, *extra) -> Daemon on a shared work
@@ -124,9 +73,7 @@ def restartable(tmp_path):
                 d.stop()
             except AssertionError:
                 d.kill()
-    for d in started:
-        if d.proc is not None:
-            kill_leftovers(d.proc.pid)
+    kill_sessions({d.proc.pid for d in started if d.proc is not None})
 
 
 # ---------------------------------------------------------------------------
@@ -152,7 +99,7 @@ def test_supervisor_restart_resume_exact(mkhost, restartable):
     os.kill(d1.pid, signal.SIGKILL)
     d1.proc.wait(10)
     d1.returncode = d1.proc.returncode
-    assert alive(fe1)
+    assert pid_alive(fe1)
     d1.wait_log(lambda r: "is gone: serving the last published state" in
                 r.get("msg", ""), 10, "the orphan noticing")
     for _ in range(20):
@@ -175,7 +122,7 @@ def test_supervisor_restart_resume_exact(mkhost, restartable):
     d2 = restartable(root, port=port)
     missed = read_until_end(s, 20)
     s.close()
-    wait_for(lambda: not alive(fe1), 10, "the orphan to exit")
+    wait_for(lambda: not pid_alive(fe1), 10, "the orphan to exit")
     d2.wait_log(lambda r: "handing over" in r.get("msg", ""), 5)
     assert [m["version"] for m in missed] == \
         list(range(v_before + 1, v_before + 1 + len(missed)))
@@ -236,7 +183,7 @@ def test_orphan_with_foreign_ring_gets_new_epoch(mkhost, restartable):
     # mapping until a valid one appears) and ended the stream; whatever
     # it sent last is a lagged error or nothing.
     assert all(e["type"] == "error" for e in tail), tail
-    wait_for(lambda: not alive(fe1), 10, "the orphan to exit")
+    wait_for(lambda: not pid_alive(fe1), 10, "the orphan to exit")
     with d2.stream("/events?since=%s:%d" % (r1["epoch"], r1["version"])) as r:
         ready = r.next_event(10)
     assert ready["resumed"] is False and ready["epoch"] != r1["epoch"]

@@ -38,7 +38,8 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import (Daemon, EventStream, read_index, script, wait_for)
+from helpers import (Daemon, EventStream, frontend_pid, read_index, script,
+                     wait_for)
 
 STATUS_KEYS = ["pid", "uptime", "memory", "state", "status", "numVms",
                "curDate", "curTime", "queue", "lastRefresh", "refreshErrors",
@@ -510,36 +511,6 @@ def test_consistency_under_load(mkhost, daemon):
 
 # ---------------------------------------------------------------------------
 # 3. Frontend killed with SIGKILL 20 times
-
-
-def children_of(pid):
-    """Pids whose parent is pid (live, not zombies)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == pid and fields[0] != b"Z":
-            out.append(int(entry))
-    return out
-
-
-def frontend_pid(daemon_pid):
-    """The pid of the daemon's vminfod-frontend child, or None."""
-    for pid in children_of(daemon_pid):
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                argv0 = f.read().split(b"\0")[0]
-        except OSError:
-            continue
-        if os.path.basename(argv0) == b"vminfod-frontend":
-            return pid
-    return None
 
 
 class PingLoop(threading.Thread):

@@ -27,7 +27,9 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import mkhost_change, read_index, wait_for
+from helpers import (child_pid, children_of, cmdline, config_path,
+                     mkhost_change, pid_alive, read_index, wait_child,
+                     wait_for, write_atomic, xml_path)
 
 EVENT_TIMEOUT = 10.0
 FAKE_WATCHER = Path(__file__).resolve().parent / "fake_fswatcher.py"
@@ -38,38 +40,9 @@ BUNYAN = shutil.which("bunyan") or "/usr/bin/bunyan"
 # ---------------------------------------------------------------------------
 # helpers
 
-_tmp_counter = [0]
-
-
-def write_atomic(path, data):
-    """Replace path by a dot-named temporary file renamed onto it."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    _tmp_counter[0] += 1
-    tmp = path.parent / (".%s.tmp.%d.%d" % (path.name, os.getpid(),
-                                            _tmp_counter[0]))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
 def zones_of(root):
     """Index records of a host, in file order."""
     return read_index(root)
-
-
-def config_path(root, zone, name):
-    """root/<zonepath>/config/<name> of an index record."""
-    return Path(root) / zone["zonepath"].lstrip("/") / "config" / name
-
-
-def xml_path(root, zonename):
-    return Path(root) / "etc" / "zones" / (zonename + ".xml")
 
 
 def backdate(path, seconds=86400):
@@ -101,47 +74,6 @@ def marker(d, root, zone):
         e.get("zonename") == zone["zonename"] and
         (e.get("vm") or {}).get("tags", {}).get("marker") == value,
         EVENT_TIMEOUT, "the marker modify of %s" % zone["zonename"])
-
-
-def children(pid):
-    """(pid, exe basename, argv) of the direct children of pid."""
-    kids = set()
-    try:
-        for tid in os.listdir("/proc/%d/task" % pid):
-            try:
-                with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                    kids.update(int(k) for k in f.read().split())
-            except OSError:
-                pass
-    except OSError:
-        return []
-    out = []
-    for k in sorted(kids):
-        try:
-            exe = os.path.basename(os.readlink("/proc/%d/exe" % k))
-            with open("/proc/%d/cmdline" % k, "rb") as f:
-                argv = [a.decode("utf-8", "replace")
-                        for a in f.read().split(b"\0") if a]
-        except OSError:
-            continue
-        out.append((k, exe, argv))
-    return out
-
-
-def child_pid(d, name):
-    """Pid of the daemon's child whose exe or argv[0] is `name`, or None."""
-    for pid, exe, argv in children(d.pid):
-        if exe == name or (argv and os.path.basename(argv[0]) == name):
-            return pid
-    return None
-
-
-def wait_child(d, name, other_than=None, timeout=EVENT_TIMEOUT):
-    """Wait for a child `name` (with a pid different from other_than)."""
-    def found():
-        pid = child_pid(d, name)
-        return pid if pid is not None and pid != other_than else None
-    return wait_for(found, timeout, "a %s child of vminfod" % name)
 
 
 def logs(d, msg=None, prefix=None):
@@ -333,13 +265,13 @@ def test_change_while_fswatcher_dead_is_emitted_after_restart(mkhost,
     mkhost_change(root, "--set-ram", z, 256)
     backdate(xml_path(root, z))
     d = daemon(root, events_file=True)
-    old = wait_child(d, "fswatcher")
+    old = wait_child(d.pid, "fswatcher")
     # Stopped, then killed: the inotify events of the change are queued
     # in the dead watcher's instance and lost with it.
     os.kill(old, signal.SIGSTOP)
     mkhost_change(root, "--set-ram", z, 1024)
     os.kill(old, signal.SIGKILL)
-    new = wait_child(d, "fswatcher", other_than=old)
+    new = wait_child(d.pid, "fswatcher", other_than=old)
     ev = d.events.wait_event(
         lambda e: e.get("zonename") == z and e.get("type") == "modify",
         EVENT_TIMEOUT, "the modify of %s after the restart" % z)
@@ -350,7 +282,7 @@ def test_change_while_fswatcher_dead_is_emitted_after_restart(mkhost,
     # Re-watched: a later change arrives through the new watcher.
     seen = marker(d, root, zones[1])
     assert not events_for(seen, z)
-    assert child_pid(d, "fswatcher") == new
+    assert child_pid(d.pid, "fswatcher") == new
     # /status is republished within 50 ms of a change (coalesced).
     status = wait_for(
         lambda: (lambda st: st if st["fswatcher"]["watcher_pid"] == new
@@ -365,7 +297,7 @@ def test_inotify_overflow_queues_full_refresh(mkhost, daemon):
     root = mkhost(5, seed=14)
     zones = zones_of(root)
     d = daemon(root, events_file=True)
-    first = wait_child(d, "fswatcher")
+    first = wait_child(d.pid, "fswatcher")
     saved = INOTIFY_MAX_QUEUED.read_text()
     try:
         # The limit is taken at inotify_init(), and the setting is global:
@@ -377,7 +309,7 @@ def test_inotify_overflow_queues_full_refresh(mkhost, daemon):
     finally:
         INOTIFY_MAX_QUEUED.write_text(saved)
     assert INOTIFY_MAX_QUEUED.read_text() == saved
-    watcher = wait_child(d, "fswatcher", other_than=first)
+    watcher = wait_child(d.pid, "fswatcher", other_than=first)
     # The restart's own full refresh is over before the overflow.
     wait_log(d, "the restart's refresh", prefix="full data refresh took ")
     wait_for(lambda: queue_idle(d), EVENT_TIMEOUT, "an idle queue")
@@ -406,7 +338,7 @@ def test_inotify_overflow_queues_full_refresh(mkhost, daemon):
         d.events.cursor = 0  # zones may be emitted in any order
     for z, value in finals.items():
         assert d.get_json("/vms/%s" % z)["tags"] == value
-    assert child_pid(d, "fswatcher") == watcher  # no restart was needed
+    assert child_pid(d.pid, "fswatcher") == watcher  # no restart was needed
 
 
 def test_full_refresh_catches_what_watchers_miss(mkhost, daemon, tmp_path):
@@ -417,9 +349,9 @@ def test_full_refresh_catches_what_watchers_miss(mkhost, daemon, tmp_path):
     backdate(xml_path(root, z))
     d = daemon(root, "--fswatcher", fake_watcher(tmp_path),
                "--refresh-interval", 500, events_file=True)
-    assert any("fake_fswatcher" in " ".join(argv)
-               for _, _, argv in children(d.pid))
-    assert child_pid(d, "fswatcher") is None
+    assert any("fake_fswatcher" in " ".join(cmdline(pid))
+               for pid in children_of(d.pid))
+    assert child_pid(d.pid, "fswatcher") is None
     # Let at least one refresh find nothing, so the one that follows
     # the change is the one that catches it.
     wait_log(d, "an in-sync refresh", msg="vmobj sets are in sync")
@@ -727,7 +659,7 @@ def test_zonepath_with_dotdot_is_skipped_and_never_watched(mkhost, daemon, tmp_p
 def test_frontend_crash_restarts_and_keeps_the_socket(mkhost, daemon):
     root = mkhost(3, seed=21)
     d = daemon(root)
-    old = wait_child(d, "vminfod-frontend")
+    old = wait_child(d.pid, "vminfod-frontend")
     os.kill(old, signal.SIGKILL)
     # Connect at once: the supervisor keeps the listening socket, so the
     # connection waits in the backlog instead of being refused.
@@ -748,7 +680,7 @@ def test_frontend_crash_restarts_and_keeps_the_socket(mkhost, daemon):
         conn.close()
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert b'"pong"' in data
-    new = wait_child(d, "vminfod-frontend", other_than=old)
+    new = wait_child(d.pid, "vminfod-frontend", other_than=old)
     assert new != old
     assert d.get_json("/ping") == {"ping": "pong"}
 
@@ -756,9 +688,8 @@ def test_frontend_crash_restarts_and_keeps_the_socket(mkhost, daemon):
 def test_sigterm_exits_zero(mkhost, daemon):
     root = mkhost(2, seed=22)
     d = daemon(root)
-    watcher = wait_child(d, "fswatcher")
-    front = wait_child(d, "vminfod-frontend")
+    watcher = wait_child(d.pid, "fswatcher")
+    front = wait_child(d.pid, "vminfod-frontend")
     assert d.stop() == 0
     for pid in (watcher, front):
-        assert not os.path.exists("/proc/%d/stat" % pid) or \
-            open("/proc/%d/stat" % pid).read().split(") ")[1][0] == "Z"
+        assert not pid_alive(pid)

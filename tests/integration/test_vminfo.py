@@ -22,7 +22,8 @@ import time
 import pytest
 
 import helpers
-from helpers import build_dir, free_port, mkhost_change, wait_for
+from helpers import (build_dir, free_port, frontend_pid, mkhost_change,
+                     wait_for)
 
 USAGE = (
     "Usage: vminfo [command] [args]\n"
@@ -171,25 +172,6 @@ def expected_lines(ev, full=False):
 
 def first_zone(root):
     return helpers.read_index(root)[0]["zonename"]
-
-
-def frontend_pid(daemon):
-    """The pid of the daemon's vminfod-frontend child (None if none)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                stat = f.read()
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                cmd = f.read().split(b"\0")[0]
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if int(fields[1]) == daemon.pid and fields[0] != b"Z" and \
-                cmd.endswith(b"vminfod-frontend"):
-            return int(entry)
-    return None
 
 
 @pytest.fixture
@@ -445,12 +427,12 @@ def test_events_survive_frontend_kills(host):
             # the test measures the client, not the maintenance delay.
             wait_for(lambda: time.monotonic() - last_kill >= 2.05, 5,
                      "the restart rate window")
-            fe = wait_for(lambda: frontend_pid(d), 10, "a frontend")
+            fe = wait_for(lambda: frontend_pid(d.pid), 10, "a frontend")
             os.kill(fe, signal.SIGKILL)
             last_kill = time.monotonic()
             mkhost_change(root, "--change", "--kind", "ram", "--seed",
                           100 + i)
-            wait_for(lambda: frontend_pid(d) not in (None, fe), 10,
+            wait_for(lambda: frontend_pid(d.pid) not in (None, fe), 10,
                      "the frontend restart")
             got = ev.until(lambda l: json.loads(l).get("type") != "ready",
                            timeout=20, what="an event after kill %d" % i)
@@ -807,7 +789,7 @@ def test_mirror_reconciles(host, daemon):
 
         # A resumed reconnect (frontend killed) loses nothing and
         # synthesises nothing.
-        fe = frontend_pid(d)
+        fe = frontend_pid(d.pid)
         os.kill(fe, signal.SIGKILL)
         mkhost_change(root, "--set-ram", z, 2048)
         got = json.loads(m.next(20))
