@@ -558,6 +558,8 @@ int main(int argc, char **argv)
 		if (r < 0) {
 			log_emit(LOG_FATAL, fe->log_child, log_err_fields(err, NULL), "cannot switch to user %s, exiting",
 				 opt.user);
+			ringreader_free(fe->rr);
+			json_decref(fe->log_child);
 			return 1;
 		}
 		log_emit(LOG_INFO, fe->log_child, json_pack("{s:s, s:i}", "user", opt.user, "uid", (int)getuid()),

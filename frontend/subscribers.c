@@ -556,7 +556,10 @@ static int respond_400(h2o_req_t *req, const char *msg)
 
 int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *query, size_t query_len)
 {
-	struct sub_opts *o = h2o_mem_alloc_pool(&req->pool, sizeof(*o));
+	/* Parsed on the stack: the request pool lives as long as the stream,
+	 * and only the filters the stream keeps are copied there. */
+	struct sub_opts opts;
+	struct sub_opts *o = &opts;
 	memset(o, 0, sizeof(*o));
 	if (!parse_query(o, query, query_len))
 		return respond_400(req, o->err);

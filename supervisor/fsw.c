@@ -979,15 +979,21 @@ unsigned fsw_restarts(const struct fsw *w)
 	return w->child.restarts;
 }
 
-static json_t *paths_json(const struct strmap *m)
+static json_t *paths_json(const struct strmap *m, size_t max)
 {
 	json_t *a = json_array();
-	for (const struct strmap_entry *e = m->head; e != NULL; e = e->next)
+	size_t n = 0;
+	for (const struct strmap_entry *e = m->head; e != NULL && n < max; e = e->next, n++)
 		json_array_append_new(a, json_string(e->key));
 	return a;
 }
 
 json_t *fsw_dump(const struct fsw *w)
+{
+	return fsw_dump_bounded(w, SIZE_MAX);
+}
+
+json_t *fsw_dump_bounded(const struct fsw *w, size_t max_paths)
 {
 	json_t *d = json_object();
 	json_t *pending = json_object();
@@ -1000,8 +1006,14 @@ json_t *fsw_dump(const struct fsw *w)
 		(void)js_set(pending, key, json_pack("{s:o,s:s}", "started", started, "cmd", a->cmd));
 	}
 	(void)js_set(d, "message_delays", delays_json(w));
-	(void)js_set(d, "watching", paths_json(&w->watching));
-	(void)js_set(d, "not_yet_watching", paths_json(&w->not_yet));
+	(void)js_set(d, "watching", paths_json(&w->watching, max_paths));
+	(void)js_set(d, "not_yet_watching", paths_json(&w->not_yet, max_paths));
+	if (strmap_count(&w->watching) > max_paths || strmap_count(&w->not_yet) > max_paths) {
+		/* The lists were cut: say how long they are. */
+		(void)js_set(d, "watching_count", json_integer((json_int_t)strmap_count(&w->watching)));
+		(void)js_set(d, "not_yet_watching_count",
+		             json_integer((json_int_t)strmap_count(&w->not_yet)));
+	}
 	(void)js_set(d, "pending_actions", pending);
 	bool alive = w->child.pid > 0;
 	(void)js_set(d, "watcher_pid", alive ? js_number(w->child.pid) : json_null());

@@ -61,6 +61,7 @@ static void on_wait_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 static void on_idle(void *arg)
 {
 	struct supervisor *s = arg;
+	supervisor_status_changed(s);  /* "idle" is part of the status facts */
 	if (!s->refresh_waiting)
 		return;
 	s->refresh_waiting = false;

@@ -81,15 +81,28 @@ static long rss_bytes(void)
 	return rss * sysconf(_SC_PAGESIZE);
 }
 
-static json_t *status_facts(struct supervisor *s, bool full_fsw)
+/* Status facts list at most this many paths of each fswatcher list (the
+ * counts are always there): with thousands of zones the full lists would
+ * make every status update cost O(watches). */
+#define STATUS_MAX_PATHS 1000
+/* mallinfo2() walks the heap: sample it this often, not per update. */
+#define HEAP_SAMPLE_NS (10ULL * TU_NS_PER_SEC)
+
+static json_t *status_facts(struct supervisor *s)
 {
-	struct mallinfo2 mi = mallinfo2();
+	uint64_t now = tu_mono_ns();
+	if (!s->heap_sampled_ns || now - s->heap_sampled_ns >= HEAP_SAMPLE_NS) {
+		struct mallinfo2 mi = mallinfo2();
+		s->heap_total = mi.arena + mi.hblkhd;
+		s->heap_used = mi.uordblks + mi.hblkhd;
+		s->heap_sampled_ns = now;
+	}
 	json_t *f = json_object();
 	js_set(f, "pid", json_integer(getpid()));
 	js_set(f, "start_ns", json_integer((json_int_t)s->start_ns));
 	js_set(f, "rss", json_integer(rss_bytes()));
-	js_set(f, "heapTotal", json_integer((json_int_t)(mi.arena + mi.hblkhd)));
-	js_set(f, "heapUsed", json_integer((json_int_t)(mi.uordblks + mi.hblkhd)));
+	js_set(f, "heapTotal", json_integer((json_int_t)s->heap_total));
+	js_set(f, "heapUsed", json_integer((json_int_t)s->heap_used));
 	js_set(f, "state", json_string(s->state));
 	js_set(f, "status", json_string(s->status));
 	js_set(f, "numVms", json_integer((json_int_t)strmap_count(&s->vms)));
@@ -98,21 +111,7 @@ static json_t *status_facts(struct supervisor *s, bool full_fsw)
 	       s->last_refresh_ns ? json_integer((json_int_t)s->last_refresh_ns) : json_null());
 	js_set(f, "refresh_errors", json_incref(s->refresh_errors));
 	js_set(f, "refresh_log", json_incref(s->refresh_log));
-	json_t *fd = fsw_dump(s->fsw);
-	if (fd && !full_fsw) {
-		/* Too big for the status area: keep the counts' worth of
-		 * information the CLI shows, cut the lists. */
-		const char *lists[] = { "watching", "not_yet_watching" };
-		for (size_t i = 0; i < 2; i++) {
-			json_t *l = json_object_get(fd, lists[i]);
-			size_t n = json_array_size(l);
-			char key[40];
-			snprintf(key, sizeof(key), "%s_count", lists[i]);
-			json_object_set_new(fd, key, json_integer((json_int_t)n));
-			while (json_array_size(l) > 100)
-				json_array_remove(l, json_array_size(l) - 1);
-		}
-	}
+	json_t *fd = fsw_dump_bounded(s->fsw, STATUS_MAX_PATHS);
 	js_set(f, "fswatcher", fd ? fd : json_object());
 	js_set(f, "children",
 	       json_pack("{s:o,s:o}", "fswatcher",
@@ -133,24 +132,26 @@ static void publish_status(struct supervisor *s)
 	if (!s->ring)
 		return;
 	s->status_dirty = false;
-	for (int full = 1; full >= 0; full--) {
-		json_t *f = status_facts(s, full);
-		size_t len;
-		char *text = js_dumps(f, &len);
-		json_decref(f);
-		if (!text)
-			return;
-		int r = ring_writer_status(s->ring, text, len);
-		free(text);
-		if (r != -EMSGSIZE)
-			return;
-	}
+	json_t *f = status_facts(s);
+	size_t len;
+	char *text = js_dumps(f, &len);
+	json_decref(f);
+	if (!text)
+		return;
+	int r = ring_writer_status(s->ring, text, len);
+	if (r < 0)
+		log_warn(json_pack("{s:I}", "size", (json_int_t)len),
+		         "cannot publish the status (%zu bytes): %s, ignoring", len, strerror(-r));
+	free(text);
 }
 
 static void on_status_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct supervisor *s = w->data;
-	publish_status(s);
+	/* The heartbeat alone says "alive"; the facts are rebuilt only when
+	 * something changed (the ages in them are computed by readers). */
+	if (s->status_dirty)
+		publish_status(s);
 	ring_writer_heartbeat(s->ring, tu_mono_ns());
 	(void)ring_doorbell_ring(s->doorbell_fd);
 	ev_timer_set(w, HEARTBEAT_S, 0.);

@@ -119,6 +119,8 @@ struct supervisor {
 	/* status facts publication */
 	ev_timer status_timer;      /* heartbeat and coalesced updates */
 	bool status_dirty;
+	uint64_t heap_sampled_ns;   /* mallinfo2() figures, sampled */
+	size_t heap_total, heap_used;
 
 	ev_signal sigterm, sigint, sighup;
 
