@@ -718,7 +718,7 @@ metadata_member(const json_t *metadata, const char *key)
 {
 	json_t *v = json_is_object(metadata) ? json_object_get(metadata, key) : NULL;
 
-	return v != NULL ? json_deep_copy(v) : json_object();
+	return v != NULL ? json_incref(v) : json_object();
 }
 
 static int
@@ -870,7 +870,7 @@ set_from_sysinfo(json_t *vm, const json_t *sysinfo, const char *member, const ch
 
 	if (v == NULL)
 		return 0;
-	return js_set(vm, key, json_deep_copy(v));
+	return js_set(vm, key, json_incref(v));
 }
 
 json_t *
@@ -899,7 +899,11 @@ vmload_build(const struct vm_raw *raw, const json_t *sysinfo, char *err, size_t 
 			"zonename or zonepath", uuid);
 		return NULL;
 	}
-	vm = json_deep_copy(raw->xml);
+	/* A new top level over shared values: VM objects, raw data and
+	 * sysinfo are never modified once built, only replaced, so the
+	 * nested values need not be copied (and a diff sees unchanged
+	 * sections as the same instance). */
+	vm = json_copy(raw->xml);
 	if (vm == NULL)
 		goto nomem;
 	hvm = strcmp(brand, "kvm") == 0 || strcmp(brand, "bhyve") == 0;
@@ -960,7 +964,7 @@ vmload_build(const struct vm_raw *raw, const json_t *sysinfo, char *err, size_t 
 		};
 
 		for (size_t i = 0; i < 4; i++)
-			rc |= js_set(vm, keys[i], json_deep_copy(json_object_get(raw->json, keys[i])));
+			rc |= js_set(vm, keys[i], json_incref(json_object_get(raw->json, keys[i])));
 	}
 	if (rc != 0)
 		goto nomem;
@@ -1001,7 +1005,7 @@ vmload_raw_json(const struct vm_raw *raw)
 		rc |= js_set(o, "zoneadm_objects", z);
 	}
 	if ((raw->sections & VMS_XML) && raw->xml != NULL)
-		rc |= js_set(o, "zonexml_objects", json_deep_copy(raw->xml));
+		rc |= js_set(o, "zonexml_objects", json_incref(raw->xml));
 	if ((raw->sections & VMS_LASTEXITED) && raw->has_exit) {
 		json_t *le = json_object();
 
@@ -1018,7 +1022,7 @@ vmload_raw_json(const struct vm_raw *raw)
 			rc |= js_set(o, "last_modified", json_string(iso));
 	}
 	if ((raw->sections & VMS_JSON) && raw->json != NULL)
-		rc |= js_set(o, "json_objects", json_deep_copy(raw->json));
+		rc |= js_set(o, "json_objects", json_incref(raw->json));
 	if (rc != 0) {
 		json_decref(o);
 		return NULL;
