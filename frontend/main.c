@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -45,6 +47,7 @@
 #define ACCEPT_PAUSE_MS 100
 #define SHUTDOWN_GRACE_MS 2000
 #define RING_WAIT_MS 10000 /* at start-up, for a ring file or snapshot to appear */
+#define RING_RECHECK_MS 5   /* meanwhile, how often an existing file is looked at again */
 #define FD_RESERVE 64   /* fds kept for the ring, logs, the doorbell and a margin */
 #define DEFAULT_MAX_HEADER_BYTES (16 * 1024)
 #define DEFAULT_MAX_URL_BYTES (8 * 1024)
@@ -459,6 +462,47 @@ static void on_signal(h2o_socket_t *sock, const char *err)
 	}
 }
 
+/* Load the ring.  The supervisor publishes the first snapshot right
+ * after creating the ring; when there is none yet, wait for it (up to
+ * RING_WAIT_MS) rather than die into a restart loop.  The file appearing
+ * in its directory wakes the wait at once; the first snapshot, written
+ * through the writer's mapping, makes no inotify event, so an existing
+ * file is re-checked every RING_RECHECK_MS.  A restart finds the ring
+ * complete and does not wait at all. */
+static int open_ring(const char *path, struct ringreader **ret)
+{
+	int r = ringreader_open(path, ret);
+	if (r != -ENOENT)
+		return r;
+	char dir[PATH_MAX] = ".";
+	const char *slash = strrchr(path, '/');
+	if (slash == path)
+		strcpy(dir, "/");
+	else if (slash && (size_t)(slash - path) < sizeof(dir)) {
+		memcpy(dir, path, (size_t)(slash - path));
+		dir[slash - path] = '\0';
+	}
+	/* Without inotify the re-check interval alone bounds the wait. */
+	int ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (ifd >= 0 && inotify_add_watch(ifd, dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
+		close(ifd);
+		ifd = -1;
+	}
+	uint64_t give_up_ns = tu_mono_ns() + RING_WAIT_MS * TU_NS_PER_MS;
+	while ((r = ringreader_open(path, ret)) == -ENOENT && tu_mono_ns() < give_up_ns) {
+		struct pollfd pfd = { .fd = ifd, .events = POLLIN };
+		(void)poll(&pfd, 1, RING_RECHECK_MS);   /* ifd -1: a plain sleep */
+		if (ifd >= 0 && (pfd.revents & POLLIN)) {
+			char evs[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+			while (read(ifd, evs, sizeof(evs)) > 0)
+				;   /* only the wakeup matters; bounded: the queue empties */
+		}
+	}
+	if (ifd >= 0)
+		close(ifd);
+	return r;
+}
+
 static h2o_socket_t *watch_fd(struct frontend *fe, int fd, h2o_socket_cb cb)
 {
 	h2o_socket_t *sock = h2o_evloop_socket_create(fe->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
@@ -537,13 +581,7 @@ int main(int argc, char **argv)
 			die("cannot enter the ring's directory", errno);
 		opt.ring = name;
 	}
-	/* The supervisor publishes the first snapshot right after creating
-	 * the ring; give it a moment rather than dying into a restart loop. */
-	uint64_t give_up_ns = tu_mono_ns() + RING_WAIT_MS * TU_NS_PER_MS;
-	while ((r = ringreader_open(opt.ring, &fe->rr)) == -ENOENT && tu_mono_ns() < give_up_ns) {
-		struct timespec ts = { 0, 50 * 1000 * 1000 };
-		(void)nanosleep(&ts, NULL);
-	}
+	r = open_ring(opt.ring, &fe->rr);
 	if (r < 0) {
 		log_emit(LOG_FATAL, fe->log_child, json_pack("{s:s, s:o}", "path", opt.ring, "err",
 							     log_err_obj(strerror(-r), NULL)),

@@ -12,7 +12,12 @@
  *
  * Memory per stream is fixed (the struct below, plus a fixed block from
  * the request's pool for SSE framing and filters, allocated once at
- * start); event bytes are shared.
+ * start); event bytes are shared.  The struct is kept small because an
+ * idle stream is the common case and there may be tens of thousands:
+ * iovec arrays live on the stack (h2o copies them before h2o_send
+ * returns; only the bytes must stay alive), and the per-stream text of
+ * the ready and lagged lines is allocated for that one send and freed
+ * when it completes.
  *
  * A stream that stops reading keeps its one send in flight until the
  * socket drains; when the ring overwrites its cursor meanwhile, the
@@ -32,6 +37,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +95,8 @@ struct subscriber {
 	bool in_flight;               /* an h2o_send awaits its proceed */
 	bool finished;                /* the final send was made, or the client left */
 	enum sub_end end;
-	char why[200];                /* message of the lagged line */
+	char *why;                    /* message of the lagged line (malloc), or NULL */
+	char *text;                   /* this stream's bytes of the send in flight (malloc), or NULL */
 	bool sse;                     /* Server-Sent Events framing */
 	unsigned types;               /* TYPE_BIT mask of wanted types; 0: all */
 	size_t nzones;                /* zonename filter; 0: all */
@@ -96,10 +104,6 @@ struct subscriber {
 	char (*sse_id)[SSE_ID_MAX];   /* SUB_BATCH id prefixes, in the pool (SSE only) */
 	size_t nheld;
 	struct rcbuf *held[SUB_BATCH];   /* references of the send in flight */
-	h2o_iovec_t iov[SUB_IOV];
-	char line[400];               /* ready line (or its head), error line */
-	char tail[128];               /* ready line's tail after "vms" */
-	char ready_id[SSE_ID_MAX];    /* SSE id prefix of the ready line */
 };
 
 static const char SSE_DATA[] = "data: ";
@@ -119,9 +123,11 @@ struct subscribers {
 	size_t count;
 	int hup_epoll_fd;
 	h2o_socket_t *hup_sock;
+	bool shrink_in_place;   /* realloc() shrinks without moving: see shrink_input() */
 };
 
 static void pump(struct subscriber *sub);
+static bool probe_shrink_in_place(void);
 
 static void on_hup_ready(h2o_socket_t *sock, const char *err)
 {
@@ -143,6 +149,7 @@ struct subscribers *subscribers_new(struct frontend *fe)
 	if (!s)
 		return NULL;
 	s->fe = fe;
+	s->shrink_in_place = probe_shrink_in_place();
 	s->hup_epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (s->hup_epoll_fd < 0) {
 		free(s);
@@ -186,6 +193,62 @@ static void watch_hup(struct subscribers *s, struct subscriber *sub)
 		sub->hup_fd = fd;
 }
 
+/*
+ * h2o keeps an HTTP/1 connection's input buffer (8 KiB at least) until
+ * the response ends, because the request's strings (path, headers) point
+ * into it, and a stream is a response that does not end: with tens of
+ * thousands of idle streams that buffer would be most of their memory.
+ * Give its unused tail back to the allocator.  glibc's realloc shrinks a
+ * heap chunk in place (it only ever moves a chunk to grow it), so those
+ * pointers stay valid; h2o frees a buffer whose capacity is not its
+ * prototype's with free(), and grows it again should the connection read
+ * another request.  Allocators that move on shrinking (ASan, valgrind, a
+ * preloaded malloc) are found by a probe at start-up (shrink_in_place),
+ * and the buffer is then left as it is.
+ */
+static void shrink_input(const struct subscribers *s, h2o_req_t *req)
+{
+#ifdef __GLIBC__
+	if (!s->shrink_in_place || req->version >= 0x200 || !req->conn->callbacks->get_socket)
+		return;
+	h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+	h2o_buffer_t *b = sock ? sock->input : NULL;
+	if (!b || !b->bytes || b->_fd != -1)
+		return;
+	size_t used = (size_t)(b->bytes - b->_buf) + b->size;
+	size_t keep = (used + 64) & ~(size_t)63;
+	if (keep + 1024 > b->capacity)
+		return;
+	uintptr_t was = (uintptr_t)b;
+	h2o_buffer_t *nb = realloc(b, offsetof(h2o_buffer_t, _buf) + keep);
+	if ((uintptr_t)nb != was)
+		abort();   /* cannot happen with glibc (see above); never run on with dangling pointers */
+	nb->capacity = keep;
+#else
+	(void)s;
+	(void)req;
+#endif
+}
+
+/* Does realloc() shrink a buffer the size of h2o's socket input buffer
+ * in place? */
+static bool probe_shrink_in_place(void)
+{
+	char *p = malloc(8192 + 64);
+	if (!p)
+		return false;
+	p[0] = 1;
+	uintptr_t was = (uintptr_t)p;
+	char *q = realloc(p, 128);
+	if (!q) {
+		free(p);
+		return false;
+	}
+	bool same = (uintptr_t)q == was;
+	free(q);
+	return same;
+}
+
 size_t subscribers_count(const struct subscribers *s)
 {
 	return s->count;
@@ -196,6 +259,8 @@ static void release_held(struct subscriber *sub)
 	for (size_t i = 0; i < sub->nheld; i++)
 		rcbuf_unref(sub->held[i]);
 	sub->nheld = 0;
+	free(sub->text);
+	sub->text = NULL;
 }
 
 /* Does the stream's filter let this event through? */
@@ -240,6 +305,8 @@ static void sub_dispose(void *p)
 {
 	struct subscriber *sub = p;
 	release_held(sub);
+	free(sub->why);
+	sub->why = NULL;
 	struct subscribers *s = sub->owner;
 	if (!s)
 		return;
@@ -269,34 +336,41 @@ static void pump(struct subscriber *sub)
 	struct ringreader *rr = sub->owner->fe->rr;
 	uint64_t version = ringreader_version(rr);
 
+	h2o_iovec_t iov[SUB_IOV];
+	char why[200];
+	const char *msg = sub->why;
 	if (sub->end == SUB_END_NONE && sub->cursor <= version && sub->cursor < ringreader_oldest(rr)) {
 		sub->end = SUB_END_LAGGED;
-		snprintf(sub->why, sizeof(sub->why),
+		snprintf(why, sizeof(why),
 			 "event %" PRIu64 " is no longer available (this stream fell behind); reconnect to resume",
 			 sub->cursor);
+		msg = why;
 	}
 	if (sub->end == SUB_END_LAGGED) {
+		/* Without a message (out of memory when the stream was ended)
+		 * the line is left out; the stream still ends. */
 		struct buf b = BUF_INIT;
-		int n = -1;
-		if (js_dump_string(sub->why, strlen(sub->why), &b) == 0)
-			n = snprintf(sub->line, sizeof(sub->line), "{\"type\":\"error\",\"code\":\"lagged\",\"message\":%s}\n",
-				     b.data);
-		buf_done(&b);
 		size_t cnt = 0;
-		if (n > 0 && (size_t)n < sizeof(sub->line)) {
+		if (msg && buf_adds(&b, "{\"type\":\"error\",\"code\":\"lagged\",\"message\":") == 0 &&
+		    js_dump_string(msg, strlen(msg), &b) == 0 && buf_adds(&b, "}\n") == 0) {
+			/* The buffer's bytes become the stream's text; freed after the send. */
+			size_t len;
+			sub->text = buf_steal(&b, &len);
 			if (sub->sse)
-				sub->iov[cnt++] = h2o_iovec_init(SSE_DATA, sizeof(SSE_DATA) - 1);
-			sub->iov[cnt++] = h2o_iovec_init(sub->line, (size_t)n);
+				iov[cnt++] = h2o_iovec_init(SSE_DATA, sizeof(SSE_DATA) - 1);
+			iov[cnt++] = h2o_iovec_init(sub->text, len);
 			if (sub->sse)
-				sub->iov[cnt++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
+				iov[cnt++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
+		} else {
+			buf_done(&b);
 		}
 		sub->finished = sub->in_flight = true;
-		h2o_send(sub->req, sub->iov, cnt, H2O_SEND_STATE_FINAL);
+		h2o_send(sub->req, iov, cnt, H2O_SEND_STATE_FINAL);
 		return;
 	}
 	if (sub->end == SUB_END_SHUTDOWN || sub->end == SUB_END_GONE) {
 		sub->finished = sub->in_flight = true;
-		h2o_send(sub->req, sub->iov, 0, H2O_SEND_STATE_FINAL);
+		h2o_send(sub->req, iov, 0, H2O_SEND_STATE_FINAL);
 		return;
 	}
 
@@ -316,11 +390,11 @@ static void pump(struct subscriber *sub)
 		sub->held[n] = rcbuf_ref(ev);
 		if (sub->sse) {
 			int m = snprintf(sub->sse_id[n], SSE_ID_MAX, "id: %s:%" PRIu64 "\ndata: ", ringreader_epoch(rr), v);
-			sub->iov[k++] = h2o_iovec_init(sub->sse_id[n], m > 0 ? (size_t)m : 0);
+			iov[k++] = h2o_iovec_init(sub->sse_id[n], m > 0 ? (size_t)m : 0);
 		}
-		sub->iov[k++] = h2o_iovec_init(ev->data, ev->len);
+		iov[k++] = h2o_iovec_init(ev->data, ev->len);
 		if (sub->sse)
-			sub->iov[k++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
+			iov[k++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
 		bytes += ev->len;
 		n++;
 	}
@@ -328,7 +402,7 @@ static void pump(struct subscriber *sub)
 	if (n == 0)
 		return;
 	sub->in_flight = true;
-	h2o_send(sub->req, sub->iov, k, H2O_SEND_STATE_IN_PROGRESS);
+	h2o_send(sub->req, iov, k, H2O_SEND_STATE_IN_PROGRESS);
 }
 
 static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
@@ -373,24 +447,45 @@ static bool can_resume(struct ringreader *rr, const char *since, uint64_t *ret_v
 	return true;
 }
 
-/* Send [iov, iov+n) preceded, for SSE, by the ready line's id prefix and
- * followed by the blank line that ends an SSE event. */
-static void send_ready_iov(struct subscriber *sub, size_t n, uint64_t version)
+/* Send the ready line: `head`, then (full ready line) the shared VM list
+ * and `tail`; for SSE preceded by the line's id prefix and followed by
+ * the blank line that ends an SSE event.  The stream's own bytes are
+ * copied into one block that lives until the send completes.  -ENOMEM:
+ * nothing was sent (the caller still holds `vms`' reference). */
+static int send_ready_line(struct subscriber *sub, const char *head, size_t hlen, struct rcbuf *vms,
+			   const char *tail, size_t tlen, uint64_t version)
 {
-	size_t k = 0;
-	h2o_iovec_t iov[8];
+	char id[SSE_ID_MAX];
+	size_t idlen = 0;
 	if (sub->sse) {
-		int m = snprintf(sub->ready_id, sizeof(sub->ready_id), "id: %s:%" PRIu64 "\ndata: ",
-				 ringreader_epoch(sub->owner->fe->rr), version);
-		iov[k++] = h2o_iovec_init(sub->ready_id, m > 0 ? (size_t)m : 0);
+		int m = snprintf(id, sizeof(id), "id: %s:%" PRIu64 "\ndata: ", ringreader_epoch(sub->owner->fe->rr),
+				 version);
+		idlen = m > 0 && (size_t)m < sizeof(id) ? (size_t)m : 0;
 	}
-	for (size_t i = 0; i < n; i++)
-		iov[k++] = sub->iov[i];
+	char *text = malloc(idlen + hlen + tlen + 1);
+	if (!text)
+		return -ENOMEM;
+	memcpy(text, id, idlen);
+	memcpy(text + idlen, head, hlen);
+	memcpy(text + idlen + hlen, tail, tlen);
+	size_t k = 0;
+	h2o_iovec_t iov[5];
+	if (idlen)
+		iov[k++] = h2o_iovec_init(text, idlen);
+	iov[k++] = h2o_iovec_init(text + idlen, hlen);
+	if (vms) {
+		sub->held[0] = vms;
+		sub->nheld = 1;
+		iov[k++] = h2o_iovec_init(vms->data, vms->len);
+	}
+	if (tlen)
+		iov[k++] = h2o_iovec_init(text + idlen + hlen, tlen);
 	if (sub->sse)
 		iov[k++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
-	memcpy(sub->iov, iov, k * sizeof(iov[0]));
+	sub->text = text;
 	sub->in_flight = true;
-	h2o_send(sub->req, sub->iov, k, H2O_SEND_STATE_IN_PROGRESS);
+	h2o_send(sub->req, iov, k, H2O_SEND_STATE_IN_PROGRESS);
+	return 0;
 }
 
 /* Build and send the ready line (spec/http-api.md §4 item 3, plus epoch,
@@ -400,18 +495,16 @@ static int send_ready(struct subscriber *sub, const char *since)
 {
 	struct ringreader *rr = sub->owner->fe->rr;
 	uint64_t resume_version;
+	char line[400];
 	if (since && can_resume(rr, since, &resume_version)) {
-		int n = snprintf(sub->line, sizeof(sub->line),
+		int n = snprintf(line, sizeof(line),
 				 "{\"type\":\"ready\",\"date\":\"%s\",\"uuid\":\"%s\",\"epoch\":\"%s\",\"version\":%" PRIu64
 				 ",\"resumed\":true}\n",
 				 sub->date, sub->uuid, ringreader_epoch(rr), resume_version);
-		if (n < 0 || (size_t)n >= sizeof(sub->line))
+		if (n < 0 || (size_t)n >= sizeof(line))
 			return -ENOBUFS;
 		sub->cursor = resume_version + 1;
-		sub->iov[0] = h2o_iovec_init(sub->line, (size_t)n);
-		sub->nheld = 0;
-		send_ready_iov(sub, 1, resume_version);
-		return 0;
+		return send_ready_line(sub, line, (size_t)n, NULL, NULL, 0, resume_version);
 	}
 	/* The VM list is the big part: one shared copy per version, between
 	 * a small per-stream head and tail. */
@@ -419,20 +512,18 @@ static int send_ready(struct subscriber *sub, const char *since)
 	if (!vms)
 		return -ENOMEM;
 	uint64_t version = ringreader_version(rr);
-	int h = snprintf(sub->line, sizeof(sub->line), "{\"type\":\"ready\",\"date\":\"%s\",\"uuid\":\"%s\",\"vms\":",
+	char tail[128];
+	int h = snprintf(line, sizeof(line), "{\"type\":\"ready\",\"date\":\"%s\",\"uuid\":\"%s\",\"vms\":",
 			 sub->date, sub->uuid);
-	int t = snprintf(sub->tail, sizeof(sub->tail), ",\"epoch\":\"%s\",\"version\":%" PRIu64 ",\"resumed\":false}\n",
+	int t = snprintf(tail, sizeof(tail), ",\"epoch\":\"%s\",\"version\":%" PRIu64 ",\"resumed\":false}\n",
 			 ringreader_epoch(rr), version);
-	if (h < 0 || (size_t)h >= sizeof(sub->line) || t < 0 || (size_t)t >= sizeof(sub->tail))
+	if (h < 0 || (size_t)h >= sizeof(line) || t < 0 || (size_t)t >= sizeof(tail))
 		return -ENOBUFS;
 	sub->cursor = version + 1;
-	sub->held[0] = rcbuf_ref(vms);
-	sub->nheld = 1;
-	sub->iov[0] = h2o_iovec_init(sub->line, (size_t)h);
-	sub->iov[1] = h2o_iovec_init(vms->data, vms->len);
-	sub->iov[2] = h2o_iovec_init(sub->tail, (size_t)t);
-	send_ready_iov(sub, 3, version);
-	return 0;
+	int r = send_ready_line(sub, line, (size_t)h, rcbuf_ref(vms), tail, (size_t)t, version);
+	if (r < 0)
+		rcbuf_unref(vms);
+	return r;
 }
 
 /* ---- request options: ?since=, ?zonename=, ?type=, Accept, Last-Event-ID ---- */
@@ -624,13 +715,14 @@ int subscribers_start(struct subscribers *s, h2o_req_t *req, const char *query, 
 		h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
 	}
 	h2o_start_response(req, &sub->gen);
+	shrink_input(s, req);
 	if (send_ready(sub, o->has_since ? o->since : NULL) < 0) {
 		/* Out of memory for the VM list: end the stream at once; the
 		 * client sees it close without a ready line and retries. */
 		log_emit(LOG_ERROR, s->fe->log_child, json_pack("{s:s}", "uuid", sub->uuid),
 			 "cannot build the ready line, closing the stream");
 		sub->finished = sub->in_flight = true;
-		h2o_send(req, sub->iov, 0, H2O_SEND_STATE_FINAL);
+		h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
 	}
 	return 0;
 }
@@ -675,8 +767,8 @@ static void end_all(struct subscribers *s, enum sub_end end, const char *why)
 		if (sub->finished || sub->end != SUB_END_NONE)
 			continue;
 		sub->end = end;
-		if (why)
-			snprintf(sub->why, sizeof(sub->why), "%s", why);
+		if (why && !sub->why)
+			sub->why = strdup(why);   /* NULL (out of memory): the line is left out */
 		pump(sub);
 	}
 }
