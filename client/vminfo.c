@@ -246,6 +246,20 @@ count_of(const json_t *x)
 	    json_is_object(x) ? json_object_size(x) : 0;
 }
 
+/* The size of an fswatcher list: vminfod cuts long lists in /status and
+ * gives their full size as "<name>_count". */
+static size_t
+list_count(const json_t *fsw, const char *name)
+{
+	char key[64];
+
+	snprintf(key, sizeof(key), "%s_count", name);
+	const json_t *n = json_object_get(fsw, key);
+	if (json_is_number(n))
+		return (size_t)json_number_value(n);
+	return count_of(json_object_get(fsw, name));
+}
+
 static void
 addf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -363,11 +377,9 @@ format_status(struct vminfo *v, const json_t *s)
 			addf(b, "  pid: 0\n");
 		else
 			addv(b, "  pid: ", pid, "\n");
-		addf(b, "  watching: %zu\n", count_of(json_object_get(fsw, "watching")));
-		addf(b, "  tryingToWatch: %zu\n",
-		    count_of(json_object_get(fsw, "not_yet_watching")));
-		addf(b, "  pendingActions: %zu\n",
-		    count_of(json_object_get(fsw, "pending_actions")));
+		addf(b, "  watching: %zu\n", list_count(fsw, "watching"));
+		addf(b, "  tryingToWatch: %zu\n", list_count(fsw, "not_yet_watching"));
+		addf(b, "  pendingActions: %zu\n", list_count(fsw, "pending_actions"));
 	}
 	addf(b, "eventsListeners: (%zu listeners)\n", count_of(listeners));
 	json_object_foreach((json_t *)listeners, key, x) {

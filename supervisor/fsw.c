@@ -997,7 +997,10 @@ json_t *fsw_dump_bounded(const struct fsw *w, size_t max_paths)
 {
 	json_t *d = json_object();
 	json_t *pending = json_object();
-	for (const struct fsw_action *a = w->actions; a != NULL; a = a->next) {
+	size_t npending = 0;
+	for (const struct fsw_action *a = w->actions; a != NULL; a = a->next, npending++) {
+		if (npending >= max_paths)
+			continue;
 		char key[16];
 		snprintf(key, sizeof(key), "%u", a->key);
 		json_t *started = json_array();
@@ -1008,15 +1011,17 @@ json_t *fsw_dump_bounded(const struct fsw *w, size_t max_paths)
 	(void)js_set(d, "message_delays", delays_json(w));
 	(void)js_set(d, "watching", paths_json(&w->watching, max_paths));
 	(void)js_set(d, "not_yet_watching", paths_json(&w->not_yet, max_paths));
-	if (strmap_count(&w->watching) > max_paths || strmap_count(&w->not_yet) > max_paths) {
-		/* The lists were cut: say how long they are. */
-		(void)js_set(d, "watching_count", json_integer((json_int_t)strmap_count(&w->watching)));
-		(void)js_set(d, "not_yet_watching_count",
-		             json_integer((json_int_t)strmap_count(&w->not_yet)));
-	}
 	(void)js_set(d, "pending_actions", pending);
 	bool alive = w->child.pid > 0;
 	(void)js_set(d, "watcher_pid", alive ? js_number(w->child.pid) : json_null());
 	(void)js_set(d, "running", alive ? json_boolean(!w->stopping) : json_null());
+	if (strmap_count(&w->watching) > max_paths || strmap_count(&w->not_yet) > max_paths ||
+	    npending > max_paths) {
+		/* Lists were cut: their full sizes, after the original's keys. */
+		(void)js_set(d, "watching_count", json_integer((json_int_t)strmap_count(&w->watching)));
+		(void)js_set(d, "not_yet_watching_count",
+		             json_integer((json_int_t)strmap_count(&w->not_yet)));
+		(void)js_set(d, "pending_actions_count", json_integer((json_int_t)npending));
+	}
 	return d;
 }

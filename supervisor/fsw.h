@@ -85,8 +85,9 @@ bool fsw_is_watching(const struct fsw *w, const char *path);
 /* The spec §8 dump: {"message_delays","watching","not_yet_watching",
  * "pending_actions","watcher_pid","running"}.  New reference. */
 json_t *fsw_dump(const struct fsw *w);
-/* The same with at most max_paths entries per path list; when a list was
- * cut, "watching_count" and "not_yet_watching_count" give the full sizes.
+/* The same with at most max_paths entries per path list and in
+ * pending_actions; when a list was cut, "watching_count",
+ * "not_yet_watching_count" (and "pending_actions_count") give the sizes.
  * Costs O(max_paths), not O(watches). */
 json_t *fsw_dump_bounded(const struct fsw *w, size_t max_paths);
 /* The child's pid, or -1 when none is running. */

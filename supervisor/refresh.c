@@ -7,6 +7,12 @@
  * create/delete/modify events.  It waits for an idle queue, at most
  * refresh_idle_max_ms, then goes anyway.
  *
+ * Every file is still read, but a file holding the same bytes as at the
+ * previous load keeps its parsed value (vmload_zone), and a zone whose
+ * record comes back identical (vm_raw_same) is neither diffed nor
+ * rebuilt: both would find nothing, so cacheChanges, events and the
+ * refresh log are the same as with a full comparison.
+ *
  * The reload runs synchronously inside one loop callback with the queue
  * paused, so no task can change the live cache while the new one is read
  * and the original's fast-forward step has nothing to do: tasks that
@@ -19,6 +25,7 @@
  * a zone whose XML is gone is deleted, as the XML-delete task does.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,7 +215,10 @@ static void reset(struct supervisor *s)
 	}
 	for (size_t i = 0; i < idx.n; i++) {
 		L[i].rec = &idx.recs[i];
-		L[i].raw = vm_raw_new();
+		/* Loading into a copy of the live record lets vmload reuse the
+		 * parsed XML and JSON of files whose bytes did not change. */
+		struct vm_entry *cur = vms_get(s, L[i].rec->zonename);
+		L[i].raw = cur ? vm_raw_dup(cur->raw) : vm_raw_new();
 		if (!L[i].raw) {
 			L[i].err = -ENOMEM;
 			continue;
@@ -230,6 +240,9 @@ static void reset(struct supervisor *s)
 		buckets[i] = json_array();
 	for (size_t i = 0; i < idx.n; i++) {
 		struct vm_entry *e = vms_get(s, L[i].rec->zonename);
+		/* Same record: the raw JSON diff would be empty. */
+		if (e && L[i].raw && vm_raw_same(e->raw, L[i].raw))
+			continue;
 		json_t *a = e ? vmload_raw_json(e->raw) : NULL;
 		json_t *b = L[i].raw ? vmload_raw_json(L[i].raw) : NULL;
 		/* A zone that failed to load keeps its VM and raw data as they
@@ -332,6 +345,10 @@ static void reset(struct supervisor *s)
 		struct loaded *l = strmap_get(&newnames, me->key, me->keylen);
 		if (!l || !l->raw)
 			continue;  /* created just now, or failed: kept as it was */
+		/* Same raw data and sysinfo values: a rebuild would give an
+		 * equal object, an empty diff and no event. */
+		if (vm_raw_same(e->raw, l->raw) && vmload_sysinfo_current(e->vm, s->sysinfo))
+			continue;
 		json_t *vm = vmload_build(l->raw, s->sysinfo, err, sizeof(err));
 		if (!vm) {
 			log_error(log_err_fields(err, NULL), "unable to refresh vmobj for %s, failed getVmobj",
@@ -438,6 +455,9 @@ static void on_paused(void *arg, const char *err)
 	if (queue_is_paused(s->queue))
 		(void)queue_resume(s->queue);
 	unwatch_stale(s);
+	/* The reload freed a whole host's worth of temporaries: hand the
+	 * free pages back rather than keep the peak resident. */
+	(void)malloc_trim(0);
 	char took[80];
 	tu_pretty_delta(tu_mono_ns() - t0, took);
 	log_debug(NULL, "full data refresh took %s", took);

@@ -84,7 +84,7 @@ static long rss_bytes(void)
 /* Status facts list at most this many paths of each fswatcher list (the
  * counts are always there): with thousands of zones the full lists would
  * make every status update cost O(watches). */
-#define STATUS_MAX_PATHS 1000
+#define STATUS_MAX_PATHS 100
 /* mallinfo2() walks the heap: sample it this often, not per update. */
 #define HEAP_SAMPLE_NS (10ULL * TU_NS_PER_SEC)
 
@@ -564,6 +564,8 @@ static int boot(struct supervisor *s)
 	char took[80];
 	tu_pretty_delta(tu_mono_ns() - s->start_ns, took);
 	log_info(NULL, "boot sequence complete, took %s", took);
+	/* Loading left freed temporaries all over the heap; give them back. */
+	(void)malloc_trim(0);
 	publish_status(s);
 	if (s->opt.no_frontend)
 		notify_serving(s);

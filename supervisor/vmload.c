@@ -28,6 +28,13 @@
 #include "timeutil.h"
 #include "vmxml.h"
 
+/* Length and hash of a file's bytes; missing = a missing file. */
+struct file_sig {
+	bool missing;
+	size_t len;
+	uint64_t hash;
+};
+
 struct vm_raw {
 	unsigned sections;        /* sections holding data */
 	char *name;               /* zonename of the last load */
@@ -47,6 +54,14 @@ struct vm_raw {
 	 * NULL when the load failed for an `incomplete` zone */
 	json_t *json;
 	char *errors[VMS_COUNT];
+	/* Signatures of the bytes the XML and JSON sections were parsed
+	 * from: a reload that reads the same bytes reuses the parsed values
+	 * instead of parsing again (parsing dominates a full refresh).
+	 * Config JSON that was invalid is parsed (and warned about) again;
+	 * the XML stage's warnings come when its bytes are parsed: at the
+	 * first load and after each change. */
+	bool xml_sig_ok, json_sig_ok;
+	struct file_sig xml_sig, json_sig[3];
 };
 
 /* snprintf into a caller's error buffer; truncation is fine there. */
@@ -60,6 +75,43 @@ errf(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	(void)vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
+}
+
+/* A 64-bit hash of the bytes, 8 at a time (multiply-xorshift mixing);
+ * together with the length it tells a re-read file from a changed one. */
+static uint64_t
+bytes_hash(const char *p, size_t len)
+{
+	uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
+	size_t i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, p + i, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+	}
+	for (; i < len; i++)
+		h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+	h ^= h >> 29;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 32;
+	return h;
+}
+
+static struct file_sig
+sig_of(const char *p, size_t len)
+{
+	struct file_sig sg = { false, len, bytes_hash(p, len) };
+
+	return sg;
+}
+
+static bool
+sig_eq(const struct file_sig *a, const struct file_sig *b)
+{
+	return a->missing == b->missing && a->len == b->len && a->hash == b->hash;
 }
 
 static const char *const json_files[] = { "metadata", "tags", "routes" };
@@ -382,6 +434,7 @@ clear_section(struct vm_raw *raw, unsigned bit)
 	case VMS_XML:
 		json_decref(raw->xml);
 		raw->xml = NULL;
+		raw->xml_sig_ok = false;
 		memset(&raw->meta, 0, sizeof(raw->meta));
 		raw->meta.debugid = NAN;
 		break;
@@ -394,6 +447,7 @@ clear_section(struct vm_raw *raw, unsigned bit)
 	case VMS_JSON:
 		json_decref(raw->json);
 		raw->json = NULL;
+		raw->json_sig_ok = false;
 		break;
 	default:
 		break;
@@ -458,6 +512,33 @@ vm_raw_dup(const struct vm_raw *raw)
 	return d;
 }
 
+static bool
+str_same(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+bool
+vm_raw_same(const struct vm_raw *a, const struct vm_raw *b)
+{
+	if (a->sections != b->sections || !str_same(a->name, b->name) ||
+	    !str_same(a->zonename, b->zonename) || !str_same(a->state, b->state) ||
+	    !str_same(a->zonepath, b->zonepath) || !str_same(a->uuid, b->uuid) ||
+	    a->xml != b->xml || a->json != b->json ||
+	    memcmp(&a->meta, &b->meta, sizeof(a->meta)) != 0 ||
+	    a->has_exit != b->has_exit || a->has_mtime != b->has_mtime)
+		return false;
+	if (a->has_exit && (a->exit_status != b->exit_status ||
+	    memcmp(&a->exit_ms, &b->exit_ms, sizeof(a->exit_ms)) != 0))
+		return false;
+	if (a->has_mtime && a->mtime_s != b->mtime_s)
+		return false;
+	for (int i = 0; i < VMS_COUNT; i++)
+		if (!str_same(a->errors[i], b->errors[i]))
+			return false;
+	return true;
+}
+
 unsigned
 vm_raw_sections(const struct vm_raw *raw)
 {
@@ -495,9 +576,18 @@ load_zoneadm(struct vm_raw *raw, const struct zone_record *rec, char *err, size_
 	return 0;
 }
 
+/* What a section held before its reload, for reuse when the bytes read
+ * are the same. */
+struct previous {
+	bool ok;
+	json_t *value;               /* reference owned here */
+	struct vmxml_meta meta;
+	struct file_sig sig[3];
+};
+
 static int
 load_xml(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec,
-	struct seen *seen, char *err, size_t errlen)
+	struct seen *seen, const struct previous *prev, char *err, size_t errlen)
 {
 	char path[PATH_MAX], *data;
 	size_t len;
@@ -516,8 +606,17 @@ load_xml(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *r
 			strerror(-rc));
 		return rc;
 	}
+	raw->xml_sig = sig_of(data, len);
+	if (prev->ok && sig_eq(&prev->sig[0], &raw->xml_sig)) {
+		free(data);
+		raw->xml = json_incref(prev->value);
+		raw->meta = prev->meta;
+		raw->xml_sig_ok = true;
+		return 0;
+	}
 	raw->xml = vmxml_parse(data, len, path, &raw->meta, &xerr);
 	free(data);
+	raw->xml_sig_ok = raw->xml != NULL;
 	if (raw->xml == NULL) {
 		log_error(log_err_fields(xerr.message, xerr.code), "unable to load %s", path);
 		errf(err, errlen, "unable to load %s: %s: %s", path, xerr.code,
@@ -681,30 +780,45 @@ have_stat:
 	}
 }
 
-/* The parsed value of one config file; {} when missing or invalid. */
+/* Read one config file: its bytes (NULL when missing) and signature. */
 static int
-read_json_file(struct vmload_ctx *ctx, const char *path, json_t **ret, struct seen *seen)
+read_json_text(struct vmload_ctx *ctx, const char *path, char **text, size_t *len,
+	struct file_sig *sig, struct seen *seen)
 {
-	char *text, perr[200];
-	size_t len;
-	int rc = read_seen(ctx, path, &text, &len, seen);
+	int rc = read_seen(ctx, path, text, len, seen);
 
-	*ret = NULL;
 	if (rc == -ENOENT) {
 		log_debug(NULL, "Skipping nonexistent file %s", path);
-		*ret = json_object();
-		return *ret != NULL ? 0 : -ENOMEM;
+		sig->missing = true;
+		sig->len = 0;
+		sig->hash = 0;
+		return 0;
 	}
 	if (rc < 0)
 		return rc;
+	*sig = sig_of(*text, *len);
+	return 0;
+}
+
+/* The parsed value of one config file's bytes; {} when missing or
+ * invalid (*invalid set then). */
+static int
+parse_json_text(const char *path, const char *text, size_t len, json_t **ret, bool *invalid)
+{
+	char perr[200];
+
+	if (text == NULL) {
+		*ret = json_object();
+		return *ret != NULL ? 0 : -ENOMEM;
+	}
 	/* js_parse replaces invalid UTF-8 itself, as Node decodes files. */
 	*ret = js_parse(text, len, perr, sizeof(perr));
-	free(text);
 	if (*ret == NULL) {
 		/* Upstream treats it as {} without a word; DESIGN.md §11 wants
 		 * the operator told. */
 		log_warn(json_pack("{s:s,s:s}", "path", path, "err", perr),
 			"invalid JSON in %s, treating it as {}", path);
+		*invalid = true;
 		*ret = json_object();
 		if (*ret == NULL)
 			return -ENOMEM;
@@ -723,29 +837,54 @@ metadata_member(const json_t *metadata, const char *key)
 
 static int
 load_json(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *rec,
-	struct seen *seen, char *err, size_t errlen)
+	struct seen *seen, const struct previous *prev, char *err, size_t errlen)
 {
 	json_t *vals[3] = { NULL, NULL, NULL };
-	char path[PATH_MAX];
-	int rc = 0;
+	char *texts[3] = { NULL, NULL, NULL };
+	size_t lens[3] = { 0, 0, 0 };
+	char paths[3][PATH_MAX];
+	bool invalid = false, same = prev->ok;
+	int rc = 0, failed = -1;
 
 	for (int i = 0; i < 3; i++) {
-		if ((size_t)snprintf(path, sizeof(path), "%s/config/%s.json", rec->zonepath,
-		    json_files[i]) >= sizeof(path)) {
+		if ((size_t)snprintf(paths[i], sizeof(paths[i]), "%s/config/%s.json", rec->zonepath,
+		    json_files[i]) >= sizeof(paths[i])) {
 			rc = -ENAMETOOLONG;
 		} else {
-			rc = read_json_file(ctx, path, &vals[i], &seen[json_file_slot[i]]);
+			rc = read_json_text(ctx, paths[i], &texts[i], &lens[i], &raw->json_sig[i],
+				&seen[json_file_slot[i]]);
 		}
 		if (rc < 0) {
-			json_t *ef = log_err_fields(strerror(-rc), errno_code(-rc));
-
-			log_error(ef, "loadJsonConfig() failed to load %s", path);
-			errf(err, errlen, "loadJsonConfig() failed to load %s: %s",
-				path, strerror(-rc));
+			failed = i;
 			break;
 		}
+		same = same && sig_eq(&prev->sig[i], &raw->json_sig[i]);
 	}
+	if (rc == 0 && same) {
+		for (int i = 0; i < 3; i++)
+			free(texts[i]);
+		raw->json = json_incref(prev->value);
+		raw->json_sig_ok = true;
+		return 0;
+	}
+	for (int i = 0; i < 3 && rc == 0; i++)
+		rc = parse_json_text(paths[i], texts[i], lens[i], &vals[i], &invalid);
+	for (int i = 0; i < 3; i++)
+		free(texts[i]);
 	if (rc < 0) {
+		const char *path = failed >= 0 ? paths[failed] : paths[0];
+		json_t *ef = log_err_fields(strerror(-rc), errno_code(-rc));
+
+		if (failed < 0) {
+			/* ENOMEM while parsing: name the first file */
+			for (int i = 0; i < 3; i++)
+				if (vals[i] == NULL) {
+					path = paths[i];
+					break;
+				}
+		}
+		log_error(ef, "loadJsonConfig() failed to load %s", path);
+		errf(err, errlen, "loadJsonConfig() failed to load %s: %s", path, strerror(-rc));
 		for (int i = 0; i < 3; i++)
 			json_decref(vals[i]);
 		if (rc != -ENOMEM && strcmp(rec->state, "incomplete") == 0) {
@@ -756,9 +895,11 @@ load_json(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *
 		}
 		return rc;
 	}
-	if (json_is_null(vals[0]))
+	if (json_is_null(vals[0])) {
 		log_warn(json_pack("{s:s}", "zonename", rec->zonename),
 			"metadata.json of %s is null, using {} for its metadata", rec->zonename);
+		invalid = true;
+	}
 	raw->json = json_object();
 	if (raw->json == NULL ||
 	    js_set(raw->json, "customer_metadata", metadata_member(vals[0], "customer_metadata")) < 0 ||
@@ -772,6 +913,7 @@ load_json(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *
 	}
 	for (int i = 0; i < 3; i++)
 		json_decref(vals[i]);
+	raw->json_sig_ok = rc == 0 && !invalid;
 	return rc;
 }
 
@@ -814,6 +956,18 @@ vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
 
 		if (!(sections & bit))
 			continue;
+		struct previous prev = { .ok = false };
+
+		if (bit == VMS_XML && raw->xml_sig_ok && (raw->sections & VMS_XML)) {
+			prev.ok = true;
+			prev.value = json_incref(raw->xml);
+			prev.meta = raw->meta;
+			prev.sig[0] = raw->xml_sig;
+		} else if (bit == VMS_JSON && raw->json_sig_ok && (raw->sections & VMS_JSON)) {
+			prev.ok = true;
+			prev.value = json_incref(raw->json);
+			memcpy(prev.sig, raw->json_sig, sizeof(prev.sig));
+		}
 		clear_section(raw, bit);
 		free(raw->errors[i]);
 		raw->errors[i] = NULL;
@@ -823,7 +977,7 @@ vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
 			rc = load_zoneadm(raw, rec, serr, sizeof(serr));
 			break;
 		case VMS_XML:
-			rc = load_xml(ctx, raw, rec, seen, serr, sizeof(serr));
+			rc = load_xml(ctx, raw, rec, seen, &prev, serr, sizeof(serr));
 			break;
 		case VMS_LASTEXITED:
 			load_lastexited(ctx, raw, rec, seen);
@@ -832,11 +986,12 @@ vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
 			load_lastmod(ctx, raw, rec, seen);
 			break;
 		case VMS_JSON:
-			rc = load_json(ctx, raw, rec, seen, serr, sizeof(serr));
+			rc = load_json(ctx, raw, rec, seen, &prev, serr, sizeof(serr));
 			break;
 		default:
 			break;
 		}
+		json_decref(prev.value);
 		if (rc < 0) {
 			clear_section(raw, bit);
 			raw->errors[i] = strdup(serr);
@@ -861,6 +1016,28 @@ set_iso(json_t *obj, const char *key, double ms)
 	if (tu_iso_date((int64_t)ms, iso) < 0)
 		return js_set(obj, key, json_null());
 	return js_set(obj, key, json_string(iso));
+}
+
+/* The VM keys taken from sysinfo members. */
+static const char *const sysinfo_keys[][2] = {
+	{ "UUID", "server_uuid" },
+	{ "Datacenter Name", "datacenter_name" },
+	{ "Live Image", "platform_buildstamp" },
+	{ "Headnode ID", "headnode_id" },
+};
+
+bool
+vmload_sysinfo_current(const json_t *vm, const json_t *sysinfo)
+{
+	for (size_t i = 0; i < sizeof(sysinfo_keys) / sizeof(sysinfo_keys[0]); i++) {
+		json_t *want = json_is_object(sysinfo) ?
+			json_object_get(sysinfo, sysinfo_keys[i][0]) : NULL;
+		json_t *have = json_object_get(vm, sysinfo_keys[i][1]);
+
+		if (want == NULL ? have != NULL : have == NULL || !json_equal(want, have))
+			return false;
+	}
+	return true;
 }
 
 static int
@@ -936,10 +1113,8 @@ vmload_build(const struct vm_raw *raw, const json_t *sysinfo, char *err, size_t 
 		rc |= js_set(vm, "resolvers", json_array());
 	if (json_object_get(vm, "firewall_enabled") == NULL)
 		rc |= js_set(vm, "firewall_enabled", json_false());
-	rc |= set_from_sysinfo(vm, sysinfo, "UUID", "server_uuid");
-	rc |= set_from_sysinfo(vm, sysinfo, "Datacenter Name", "datacenter_name");
-	rc |= set_from_sysinfo(vm, sysinfo, "Live Image", "platform_buildstamp");
-	rc |= set_from_sysinfo(vm, sysinfo, "Headnode ID", "headnode_id");
+	for (size_t i = 0; i < sizeof(sysinfo_keys) / sizeof(sysinfo_keys[0]); i++)
+		rc |= set_from_sysinfo(vm, sysinfo, sysinfo_keys[i][0], sysinfo_keys[i][1]);
 
 	/* state: a transition's state wins, else derived from zone_state. */
 	v = json_object_get(vm, "state");

@@ -82,6 +82,10 @@ struct vm_raw *vm_raw_new(void);
  * reload fails); NULL on ENOMEM. */
 struct vm_raw *vm_raw_dup(const struct vm_raw *raw);
 void vm_raw_free(struct vm_raw *raw);
+/* True when `a` and `b` certainly hold the same data: equal scalars and
+ * the very same parsed XML and JSON values (a reload of unchanged files
+ * reuses them, see vmload_zone).  False says nothing: compare then. */
+bool vm_raw_same(const struct vm_raw *a, const struct vm_raw *b);
 /* Sections currently holding data (a bit set of enum vm_section). */
 unsigned vm_raw_sections(const struct vm_raw *raw);
 /* The error text of the last failed load of `section` (one bit), or NULL. */
@@ -98,7 +102,10 @@ const char *vm_raw_zonename(const struct vm_raw *raw);
  * error").  Failures: the XML (missing: -ENOENT, unparsable: -EINVAL) and
  * a config JSON file that exists but cannot be read (unless the zone is
  * `incomplete`).  Missing or malformed lastexited and missing files are
- * not failures.
+ * not failures.  A reload of the XML or config JSON whose files hold the
+ * same bytes as at the previous load into `raw` (same length and hash)
+ * keeps the values parsed then; load into a vm_raw_dup of the live record
+ * to benefit.
  */
 int vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
 	struct vm_raw *raw, unsigned sections, char *err, size_t errlen);
@@ -109,6 +116,11 @@ int vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
  * Logs the "requested, but not found" warnings. */
 json_t *vmload_build(const struct vm_raw *raw, const json_t *sysinfo,
 	char *err, size_t errlen);
+
+/* Does `vm` (built by vmload_build) hold the values vmload_build would
+ * take from `sysinfo` now?  With vm_raw_same inputs, a rebuild would then
+ * give an equal object. */
+bool vmload_sysinfo_current(const json_t *vm, const json_t *sysinfo);
 
 /* The zone's raw sections as JSON, for comparing two loads:
  * {"zoneadm_objects":{…},"zonexml_objects":{…},"last_exited":{…},

@@ -47,6 +47,11 @@ int vms_replace(struct vm_entry *e, json_t *vm, struct vm_raw *raw)
 		json_decref(vm);
 		return -ENOMEM;
 	}
+	/* The text lives as long as the VM: give back the buffer's growth
+	 * slack (about 40% of it). */
+	char *fit = realloc(json, len + 1);
+	if (fit)
+		json = fit;
 	json_decref(e->vm);
 	free(e->json);
 	e->vm = vm;

@@ -593,6 +593,68 @@ test_vmload_per_section_reload_and_raw_json(void **state)
 	zoneindex_done(&idx);
 }
 
+/* A reload of unchanged files reuses the parsed values; any change in
+ * the bytes (even at the same length) is parsed again. */
+static void
+test_vmload_reload_reuses_unchanged_files(void **state)
+{
+	struct fx *f = *state;
+	struct zoneindex idx = ZONEINDEX_INIT;
+	struct vm_raw *raw = vm_raw_new(), *copy, *copy2;
+	char err[512];
+	json_t *sysinfo, *vm;
+
+	make_worked_host(f);
+	puts_(f, "/zones/" U1 "/config/metadata.json", "{\"customer_metadata\":{\"a\":\"1\"}}");
+	assert_int_equal(vmload_index(&f->ctx, &idx, err, sizeof(err)), 0);
+	sysinfo = vmload_sysinfo(&f->ctx, err, sizeof(err));
+	assert_non_null(sysinfo);
+	assert_int_equal(vmload_zone(&f->ctx, &idx.recs[0], raw, VMS_ALL, err, sizeof(err)), 0);
+	vm = vmload_build(raw, sysinfo, err, sizeof(err));
+	assert_non_null(vm);
+	assert_true(vmload_sysinfo_current(vm, sysinfo));
+	assert_false(vmload_sysinfo_current(vm, NULL));
+
+	copy = vm_raw_dup(raw);
+	assert_int_equal(vmload_zone(&f->ctx, &idx.recs[0], copy, VMS_ALL, err, sizeof(err)), 0);
+	assert_true(vm_raw_same(raw, copy));
+
+	/* same length, other bytes */
+	puts_(f, "/zones/" U1 "/config/metadata.json", "{\"customer_metadata\":{\"a\":\"2\"}}");
+	copy2 = vm_raw_dup(copy);
+	assert_int_equal(vmload_zone(&f->ctx, &idx.recs[0], copy2, VMS_ALL, err, sizeof(err)), 0);
+	assert_false(vm_raw_same(copy, copy2));
+	json_decref(vm);
+	vm = vmload_build(copy2, sysinfo, err, sizeof(err));
+	assert_dump(json_object_get(vm, "customer_metadata"), "{\"a\":\"2\"}");
+	json_decref(vm);
+	vm_raw_free(copy2);
+
+	/* invalid JSON is parsed (and warned about) at every load */
+	puts_(f, "/zones/" U1 "/config/tags.json", "{bad");
+	vm_raw_free(copy);
+	copy = vm_raw_dup(raw);
+	assert_int_equal(vmload_zone(&f->ctx, &idx.recs[0], copy, VMS_ALL, err, sizeof(err)), 0);
+	copy2 = vm_raw_dup(copy);
+	assert_int_equal(vmload_zone(&f->ctx, &idx.recs[0], copy2, VMS_ALL, err, sizeof(err)), 0);
+	assert_false(vm_raw_same(copy, copy2));
+
+	/* XML changed: parsed again */
+	vm_raw_free(copy2);
+	puts_(f, "/etc/zones/" U1 ".xml", "<zone name=\"" U1 "\" brand=\"lx\"/>");
+	copy2 = vm_raw_dup(copy);
+	assert_int_equal(vmload_zone(&f->ctx, &idx.recs[0], copy2, VMS_XML, err, sizeof(err)), 0);
+	vm = vmload_build(copy2, sysinfo, err, sizeof(err));
+	assert_string_equal(json_string_value(json_object_get(vm, "brand")), "lx");
+	json_decref(vm);
+
+	vm_raw_free(copy2);
+	vm_raw_free(copy);
+	vm_raw_free(raw);
+	json_decref(sysinfo);
+	zoneindex_done(&idx);
+}
+
 static void
 test_vmload_state_rules(void **state)
 {
@@ -702,6 +764,7 @@ main(void)
 		cmocka_unit_test(test_vmload_lastexited_parsing),
 		cmocka_unit_test_setup_teardown(test_vmload_lastexited_and_last_modified, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vmload_per_section_reload_and_raw_json, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vmload_reload_reuses_unchanged_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vmload_state_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vmload_sysinfo_errors, setup, teardown),
 	};
