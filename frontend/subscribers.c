@@ -465,9 +465,13 @@ static int send_ready_line(struct subscriber *sub, const char *head, size_t hlen
 	char *text = malloc(idlen + hlen + tlen + 1);
 	if (!text)
 		return -ENOMEM;
-	memcpy(text, id, idlen);
-	memcpy(text + idlen, head, hlen);
-	memcpy(text + idlen + hlen, tail, tlen);
+	/* memcpy with a NULL source is undefined even for 0 bytes. */
+	if (idlen)
+		memcpy(text, id, idlen);
+	if (hlen)
+		memcpy(text + idlen, head, hlen);
+	if (tlen)
+		memcpy(text + idlen + hlen, tail, tlen);
 	size_t k = 0;
 	h2o_iovec_t iov[5];
 	if (idlen)

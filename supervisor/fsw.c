@@ -59,6 +59,7 @@ struct fsw_path {
 	enum ny_state ny;
 	uint32_t watch_key;
 	unsigned tries;       /* failed WATCH attempts since it was added */
+	bool after_final;     /* re-watched after a final (delete) event */
 };
 
 enum action_kind { A_WATCH, A_UNWATCH };
@@ -391,7 +392,12 @@ static void on_response(struct fsw *w, json_t *obj)
 		/* Unwatched (or unwatched and watched again) meanwhile: stale. */
 		if (p != NULL && p->ny == NY_SENT && p->watch_key == key) {
 			if (strcmp(result, "SUCCESS") == 0) {
-				bool appeared = p->tries > 0;
+				/* Port change: a file deleted and back before the
+				 * re-WATCH also reports "create": the delete handler may
+				 * have seen it gone, and nothing else would say it is
+				 * back (upstream lost such a file until a refresh). */
+				bool appeared = p->tries > 0 || p->after_final;
+				p->after_final = false;
 				log_trace(NULL, "%u/10 %s watch succeeded", p->tries, p->path);
 				(void)strmap_del(&w->not_yet, p->path, strlen(p->path));
 				p->where = IN_WATCHING;
@@ -464,6 +470,7 @@ static void on_event(struct fsw *w, json_t *obj)
 		log_debug(json_pack("{s:s}", "f", path), "file was final, queueing rewatch");
 		(void)strmap_del(&w->watching, path, strlen(path));
 		p->tries = 0;
+		p->after_final = true;
 		if (queue_watch(w, p) < 0) {
 			log_error(json_pack("{s:s}", "path", path),
 				"cannot re-watch %s: out of memory, dropping it", path);

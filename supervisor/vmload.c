@@ -832,7 +832,7 @@ metadata_member(const json_t *metadata, const char *key)
 {
 	json_t *v = json_is_object(metadata) ? json_object_get(metadata, key) : NULL;
 
-	return v != NULL ? json_incref(v) : json_object();
+	return v != NULL ? json_deep_copy(v) : json_object();
 }
 
 static int
@@ -1047,7 +1047,7 @@ set_from_sysinfo(json_t *vm, const json_t *sysinfo, const char *member, const ch
 
 	if (v == NULL)
 		return 0;
-	return js_set(vm, key, json_incref(v));
+	return js_set(vm, key, json_deep_copy(v));
 }
 
 json_t *
@@ -1076,11 +1076,9 @@ vmload_build(const struct vm_raw *raw, const json_t *sysinfo, char *err, size_t 
 			"zonename or zonepath", uuid);
 		return NULL;
 	}
-	/* A new top level over shared values: VM objects, raw data and
-	 * sysinfo are never modified once built, only replaced, so the
-	 * nested values need not be copied (and a diff sees unchanged
-	 * sections as the same instance). */
-	vm = json_copy(raw->xml);
+	/* A deep copy: a VM object shares nothing with the raw data, so
+	 * nothing done to one can show in the other. */
+	vm = json_deep_copy(raw->xml);
 	if (vm == NULL)
 		goto nomem;
 	hvm = strcmp(brand, "kvm") == 0 || strcmp(brand, "bhyve") == 0;
@@ -1139,7 +1137,7 @@ vmload_build(const struct vm_raw *raw, const json_t *sysinfo, char *err, size_t 
 		};
 
 		for (size_t i = 0; i < 4; i++)
-			rc |= js_set(vm, keys[i], json_incref(json_object_get(raw->json, keys[i])));
+			rc |= js_set(vm, keys[i], json_deep_copy(json_object_get(raw->json, keys[i])));
 	}
 	if (rc != 0)
 		goto nomem;

@@ -230,17 +230,31 @@ def test_rapid_rewrites_are_deduplicated(fast_root, daemon):
     last = events_for(d.events.events, z)[-1]
     assert last["type"] == "modify"
     assert last["vm"]["tags"] == final
-    assert d.get_json("/vms/%s" % z)["tags"] == final
+    # The frontend's copy converges on it too.  (It has been seen to lag
+    # by up to its 1 s heartbeat after such a burst; see the note on
+    # issue 4.)
+    wait_for(lambda: d.get_json("/vms/%s" % z)["tags"] == final, EVENT_TIMEOUT,
+             "GET /vms/%s with the final tags" % z)
 
     prefix = "zone context update for %s - " % z
-    started = [r for r in logs(d, "starting task")
-               if r["task"]["description"].startswith(prefix)]
-    dups = [r for r in logs(d, "duplicate task found - discarding")
-            if r["opts"]["description"].startswith(prefix)]
-    pushed = [r for r in logs(d, "no duplicate task found - pushing to "
-                                 "vasync queue")
-              if r["opts"]["description"].startswith(prefix)]
-    fs_events = logs(d, prefix="handleFsEvent: pathname: %s " % path)
+
+    def count():
+        started = [r for r in logs(d, "starting task")
+                   if r["task"]["description"].startswith(prefix)]
+        dups = [r for r in logs(d, "duplicate task found - discarding")
+                if r["opts"]["description"].startswith(prefix)]
+        pushed = [r for r in logs(d, "no duplicate task found - pushing to "
+                                     "vasync queue")
+                  if r["opts"]["description"].startswith(prefix)]
+        fs_events = logs(d, prefix="handleFsEvent: pathname: %s " % path)
+        return started, dups, pushed, fs_events
+
+    # The watcher may still report the tail of the burst after /status
+    # said idle (it is republished every 50 ms at most): wait until every
+    # pushed task has run.
+    wait_for(lambda: len(count()[2]) == len(count()[0]), EVENT_TIMEOUT,
+             "every pushed task started")
+    started, dups, pushed, fs_events = count()
     # Far fewer tasks than rewrites: the watcher reports a burst of
     # replacements of one path as one event, and an event arriving while
     # an identical task waits is discarded.  Every reported event is
