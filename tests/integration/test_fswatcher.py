@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-BUILD = os.environ.get("VMINFOD_BUILD", "/work/main/build")
-FSW = os.path.join(BUILD, "fswatcher")
+from helpers import build_dir
+
+FSW = str(build_dir() / "fswatcher")
 MAX_CMD_LEN = 4126
 
 USAGE = """Usage: fswatcher [-hrj]
