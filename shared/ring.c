@@ -1294,3 +1294,25 @@ int ring_doorbell_drain(int fd)
 		return n < 0 ? -errno : -EIO;
 	}
 }
+
+int ring_size_parse(const char *s, size_t *ret)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || s[0] == '-')
+		return -EINVAL;
+	unsigned long long mul = 1;
+	if (*end == 'K' || *end == 'k')
+		mul = 1ULL << 10;
+	else if (*end == 'M' || *end == 'm')
+		mul = 1ULL << 20;
+	else if (*end == 'G' || *end == 'g')
+		mul = 1ULL << 30;
+	if (mul != 1)
+		end++;
+	if (*end || v > SIZE_MAX / mul)
+		return -EINVAL;
+	*ret = (size_t)(v * mul);
+	return 0;
+}

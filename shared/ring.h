@@ -221,6 +221,10 @@ int ring_reader_event(struct ring_reader *r, uint64_t version, struct ring_rec *
  * 0, -EAGAIN (kept racing with the writer), -ENOMEM, -EPROTO. */
 int ring_reader_status(struct ring_reader *r, struct buf *out);
 
+/* Parse a ring size: bytes, or with a K, M or G suffix ("64M").
+ * 0, or -EINVAL for anything else or an overflow. */
+int ring_size_parse(const char *s, size_t *ret);
+
 /* ---- doorbell ---- */
 
 /* eventfd(0, EFD_CLOEXEC|EFD_NONBLOCK); the fd or -errno. */

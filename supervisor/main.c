@@ -16,6 +16,7 @@
 #include "log.h"
 #include "oneshot.h"
 #include "queue.h"
+#include "ring.h"
 #include "supervisor.h"
 
 static const char usage_text[] =
@@ -54,29 +55,6 @@ static const char usage_text[] =
 	"  --dump                  print all VM objects as JSON and exit\n"
 	"  --load-xml FILE         print the VM object of one zone XML file and exit\n"
 	"  -h, --help              this text\n";
-
-/* Parse "64M"-style sizes.  0 on success. */
-static int parse_size(const char *s, size_t *ret)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	unsigned long long mul = 1;
-	if (*end == 'K' || *end == 'k')
-		mul = 1ULL << 10;
-	else if (*end == 'M' || *end == 'm')
-		mul = 1ULL << 20;
-	else if (*end == 'G' || *end == 'g')
-		mul = 1ULL << 30;
-	if (mul != 1)
-		end++;
-	if (*end || v > SIZE_MAX / mul)
-		return -EINVAL;
-	*ret = (size_t)(v * mul);
-	return 0;
-}
 
 static int parse_ms(const char *s, uint64_t *ret)
 {
@@ -166,7 +144,7 @@ int main(int argc, char **argv)
 				opt.listen[opt.nlisten++] = optarg;
 			break;
 		case O_RUNDIR: opt.rundir = optarg; break;
-		case O_RING_SIZE: bad = parse_size(optarg, &opt.ring_size); break;
+		case O_RING_SIZE: bad = ring_size_parse(optarg, &opt.ring_size); break;
 		case O_LOG_FILE: opt.log_file = optarg; break;
 		case O_LOG_LEVEL:
 			opt.log_level = log_level_parse(optarg);

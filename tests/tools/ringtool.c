@@ -87,34 +87,12 @@ static void usage(void)
 	exit(2);
 }
 
-static int parse_size(const char *s, size_t *ret)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	unsigned long long mul = 1;
-	if (*end == 'K' || *end == 'k')
-		mul = 1024;
-	else if (*end == 'M' || *end == 'm')
-		mul = 1024 * 1024;
-	else if (*end == 'G' || *end == 'g')
-		mul = 1024ull * 1024 * 1024;
-	else if (*end)
-		return -EINVAL;
-	if (mul > 1 && end[1])
-		return -EINVAL;
-	*ret = (size_t)(v * mul);
-	return 0;
-}
-
 /* The size to open PATH with: given, else the file's, else the default. */
 static size_t ring_size(const char *path, const char *arg)
 {
 	size_t size;
 	if (arg) {
-		if (parse_size(arg, &size) < 0) {
+		if (ring_size_parse(arg, &size) < 0) {
 			fprintf(stderr, "ringtool: bad size '%s'\n", arg);
 			exit(2);
 		}

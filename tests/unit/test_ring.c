@@ -991,6 +991,25 @@ static void test_ring_doorbell(void **state)
 	close(fd);
 }
 
+static void test_ring_size_parse_takes_suffixes(void **state)
+{
+	(void)state;
+	size_t n = 0;
+	assert_int_equal(ring_size_parse("65536", &n), 0);
+	assert_int_equal(n, 65536);
+	assert_int_equal(ring_size_parse("64M", &n), 0);
+	assert_int_equal(n, 64u << 20);
+	assert_int_equal(ring_size_parse("2k", &n), 0);
+	assert_int_equal(n, 2048);
+	assert_int_equal(ring_size_parse("1G", &n), 0);
+	assert_int_equal(n, 1u << 30);
+	assert_int_equal(ring_size_parse("", &n), -EINVAL);
+	assert_int_equal(ring_size_parse("12Q", &n), -EINVAL);
+	assert_int_equal(ring_size_parse("-1", &n), -EINVAL);
+	assert_int_equal(ring_size_parse("64MB", &n), -EINVAL);
+	assert_int_equal(ring_size_parse("99999999999999999999G", &n), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1005,6 +1024,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ring_reopen_keeps_epoch_and_last_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_status_concurrent_never_torn, setup, teardown),
 		cmocka_unit_test(test_ring_doorbell),
+		cmocka_unit_test(test_ring_size_parse_takes_suffixes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
