@@ -6,8 +6,11 @@
  * One thread, one poll() loop over stdin and the inotify fd.  stdin is
  * read by hand into a buffer and cut into upstream's fgets-sized pieces,
  * so a partial line never blocks event delivery.  Every message is
- * formatted completely and written with one write(2) loop, so lines are
- * never interleaved.
+ * formatted completely into one output buffer, written with one write(2)
+ * loop at the end of each turn of the loop (or once OUT_FLUSH bytes are
+ * waiting), so lines are never interleaved or split, and a burst of
+ * commands (thousands of WATCHes at the daemon's boot) costs one write
+ * per batch rather than one per response.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,6 +30,9 @@
 #define EVENT_BUDGET (256 * 1024)
 /* stdin buffer: one whole piece plus a read's worth. */
 #define IN_CAP (PROTO_MAX_CMD_LEN + 8192)
+/* Output waiting beyond this is written at once (a STATUS reply can be
+ * larger: it is written whole). */
+#define OUT_FLUSH (32 * 1024)
 
 static const char usage_text[] =
 	"Usage: fswatcher [-hrj]\n"
@@ -71,11 +77,9 @@ static struct proto_time now(void)
 	return (struct proto_time){ (uint64_t)ts.tv_sec, (uint64_t)ts.tv_nsec };
 }
 
-/* Write the message assembled in fs->out (r: the formatter's result). */
-static void flush_msg(struct fswatcher *fs, int r)
+/* Write every message waiting in fs->out. */
+static void flush_out(struct fswatcher *fs)
 {
-	if (r < 0)
-		die("out of memory", -r);
 	const char *p = fs->out.data;
 	size_t left = fs->out.len;
 	while (left > 0) {
@@ -89,6 +93,15 @@ static void flush_msg(struct fswatcher *fs, int r)
 		left -= (size_t)n;
 	}
 	buf_reset(&fs->out);
+}
+
+/* A message was appended to fs->out (r: the formatter's result). */
+static void flush_msg(struct fswatcher *fs, int r)
+{
+	if (r < 0)
+		die("out of memory", -r);
+	if (fs->out.len >= OUT_FLUSH)
+		flush_out(fs);
 }
 
 static void on_note(void *arg, enum watch_note note, const char *path,
@@ -255,9 +268,11 @@ int main(int argc, char **argv)
 	fs.watch = watch_new(max, fs.pending, on_note, &fs);
 	if (fs.watch == NULL)
 		die("inotify_init1", errno);
-	if (ready)
+	if (ready) {
 		flush_msg(&fs, proto_fmt_ready(&fs.out, fs.json, now(),
 			fs.pending ? PROTO_VERSION : 0));
+		flush_out(&fs);
+	}
 
 	struct pollfd pfd[2] = {
 		{ .fd = STDIN_FILENO, .events = POLLIN },
@@ -271,22 +286,29 @@ int main(int argc, char **argv)
 		}
 		if (pfd[1].revents & POLLIN) {
 			int r = watch_process(fs.watch, EVENT_BUDGET);
-			if (r < 0)
+			if (r < 0) {
+				flush_out(&fs);
 				die("read inotify", -r);
+			}
+			flush_out(&fs);
 		}
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
 			bool open = read_stdin(&fs);
 			/* Judge paths that commands left to check (a pending path
 			 * that appeared while its WATCH failed). */
 			int r = watch_process(fs.watch, EVENT_BUDGET);
-			if (r < 0)
+			if (r < 0) {
+				flush_out(&fs);
 				die("read inotify", -r);
+			}
 			if (!open) {
+				flush_out(&fs);
 				fprintf(stderr, "fswatcher: stdin closed\n");
 				watch_free(fs.watch);
 				buf_done(&fs.out);
 				return 0;
 			}
+			flush_out(&fs);
 		}
 	}
 }

@@ -44,6 +44,13 @@ extern char **environ;
 #define FSW_LOG_LINE_MAX 1024          /* quoted lines are cut to this */
 #define FSW_RETRY_S 10.0               /* retry of paths that failed otherwise */
 #define FSW_STOP_WAIT_MS 2000
+/* WATCH commands in flight at most; later ones wait in the send queue.
+ * Keeps the pipeline to the child shallow: thousands of watches added at
+ * once (boot, re-registration after a restart) cost neither a queue of
+ * thousands of commands and pending actions in memory nor answers that
+ * wait in the pipe for long (each such answer would log a "message took
+ * ...ms" warning). */
+#define FSW_WINDOW 128
 
 enum where { IN_WATCHING, IN_NOT_YET };
 enum ny_state {
@@ -60,6 +67,8 @@ struct fsw_path {
 	uint32_t watch_key;
 	unsigned tries;       /* failed WATCH attempts since it was added */
 	bool after_final;     /* re-watched after a final (delete) event */
+	bool queued;          /* in the send queue (ny is NY_UNSENT) */
+	struct fsw_path *q_prev, *q_next;
 };
 
 enum action_kind { A_WATCH, A_UNWATCH };
@@ -91,6 +100,10 @@ struct fsw {
 
 	uint32_t key;              /* last key used */
 	struct fsw_action *actions, *actions_tail;
+	size_t nactions;           /* length of the actions list */
+	struct fsw_path *sendq, *sendq_tail;  /* WATCHes waiting for the window */
+	size_t nsendq;
+	bool batching;             /* send_cmd leaves flushing to the caller */
 	struct strmap watching, not_yet;
 	ev_timer retry_timer;
 
@@ -151,6 +164,7 @@ static void actions_clear(struct fsw *w)
 		action_free(a);
 	}
 	w->actions_tail = NULL;
+	w->nactions = 0;
 }
 
 static void close_fd(int *fd)
@@ -240,15 +254,77 @@ static uint32_t send_cmd(struct fsw *w, enum action_kind kind, const char *path)
 	else
 		w->actions = a;
 	w->actions_tail = a;
-	flush_outq(w);
+	w->nactions++;
+	if (!w->batching)
+		flush_outq(w);
 	return a->key;
 }
 
+static void sendq_remove(struct fsw *w, struct fsw_path *p)
+{
+	if (!p->queued)
+		return;
+	if (p->q_prev != NULL)
+		p->q_prev->q_next = p->q_next;
+	else
+		w->sendq = p->q_next;
+	if (p->q_next != NULL)
+		p->q_next->q_prev = p->q_prev;
+	else
+		w->sendq_tail = p->q_prev;
+	p->q_prev = p->q_next = NULL;
+	p->queued = false;
+	w->nsendq--;
+}
+
+/* Forget the send queue (its paths stay in not_yet_watching, unsent). */
+static void sendq_clear(struct fsw *w)
+{
+	while (w->sendq != NULL)
+		sendq_remove(w, w->sendq);
+}
+
+/* Send WATCH for p now, or queue it behind the window. */
 static void send_watch(struct fsw *w, struct fsw_path *p)
 {
+	if (p->queued)
+		return;   /* already waiting for its turn */
+	if (child_up(w) && w->nactions >= FSW_WINDOW) {
+		p->ny = NY_UNSENT;
+		p->watch_key = 0;
+		p->queued = true;
+		p->q_next = NULL;
+		p->q_prev = w->sendq_tail;
+		if (w->sendq_tail != NULL)
+			w->sendq_tail->q_next = p;
+		else
+			w->sendq = p;
+		w->sendq_tail = p;
+		w->nsendq++;
+		return;
+	}
 	uint32_t key = send_cmd(w, A_WATCH, p->path);
 	p->watch_key = key;
 	p->ny = key != 0 ? NY_SENT : NY_UNSENT;
+}
+
+/* Answers freed places in the window: once half of it is free, refill it
+ * with what waits, written to the child in one go (the child then reads
+ * and answers them in one batch too). */
+static void sendq_pump(struct fsw *w)
+{
+	if (w->sendq == NULL || w->nactions > FSW_WINDOW / 2 || !child_up(w))
+		return;
+	w->batching = true;
+	while (w->sendq != NULL && w->nactions < FSW_WINDOW) {
+		struct fsw_path *p = w->sendq;
+		sendq_remove(w, p);
+		send_watch(w, p);
+		if (p->ny != NY_SENT)
+			break;   /* could not be sent (out of memory): stays unsent */
+	}
+	w->batching = false;
+	flush_outq(w);
 }
 
 /* ---- paths ---- */
@@ -310,6 +386,7 @@ int fsw_unwatch(struct fsw *w, const char *path)
 			return -ENOENT;
 		/* The child holds it (watched or pending) once WATCH was sent. */
 		tell = p->ny == NY_SENT || p->ny == NY_WAITING;
+		sendq_remove(w, p);
 	}
 	if (tell)
 		(void)send_cmd(w, A_UNWATCH, path);
@@ -382,6 +459,7 @@ static void on_response(struct fsw *w, json_t *obj)
 		a->next->prev = a->prev;
 	else
 		w->actions_tail = a->prev;
+	w->nactions--;
 	if (log_enabled(LOG_TRACE)) {
 		char pretty[80];
 		tu_pretty_delta(tu_mono_ns() - a->started_ns, pretty);
@@ -428,6 +506,7 @@ static void on_response(struct fsw *w, json_t *obj)
 		}
 	}
 	action_free(a);
+	sendq_pump(w);
 }
 
 static void on_event(struct fsw *w, json_t *obj)
@@ -575,6 +654,25 @@ static void on_line(struct fsw *w, const char *line, size_t len)
 	json_decref(obj);
 }
 
+/* Append bytes of a stdout line; past FSW_MAX_LINE the line is a protocol
+ * error and the rest of it is dropped. */
+static void line_add(struct fsw *w, const char *p, size_t n)
+{
+	size_t room = FSW_MAX_LINE - w->line.len;
+	if (n > room) {
+		if (!w->broken) {
+			json_t *f = json_object();
+			json_object_set_new(f, "err", log_err_obj("line too long", NULL));
+			json_object_set_new(f, "line", trunc_str(w->line.data, w->line.len));
+			log_error(f, "BAD JSON");
+			blame_child(w, "printed an overlong line");
+		}
+		n = room;
+	}
+	if (n > 0 && buf_add(&w->line, p, n) < 0)
+		blame_child(w, "output could not be buffered (out of memory)");
+}
+
 static void on_stdout(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct fsw *w = io->data;
@@ -591,32 +689,35 @@ static void on_stdout(struct ev_loop *loop, ev_io *io, int revents)
 		close_fd(&w->stdout_fd);
 		return;
 	}
-	for (ssize_t i = 0; i < n; i++) {
-		char c = chunk[i];
-		if (c == '\n' && w->line_cr) {
+	/* Lines end with \r\n, \n or \r.  Whole lines inside the chunk are
+	 * handled in place; only a line cut by the chunk's end is copied. */
+	const char *p = chunk, *end = chunk + n;
+	while (p < end) {
+		if (w->line_cr) {
 			w->line_cr = false;
-			continue;
+			if (*p == '\n') {
+				p++;
+				continue;
+			}
 		}
-		w->line_cr = c == '\r';
-		if (c == '\n' || c == '\r') {
+		const char *q = p;
+		while (q < end && *q != '\n' && *q != '\r')
+			q++;
+		if (q == end) {
+			line_add(w, p, (size_t)(q - p));
+			break;
+		}
+		w->line_cr = *q == '\r';
+		if (w->line.len == 0 && q - p <= FSW_MAX_LINE) {
+			on_line(w, p, (size_t)(q - p));
+		} else {
+			line_add(w, p, (size_t)(q - p));
 			on_line(w, w->line.data ? w->line.data : "", w->line.len);
 			buf_reset(&w->line);
-			if (w->stdout_fd < 0)
-				return;   /* stopped by a callback */
-			continue;
 		}
-		if (w->line.len >= FSW_MAX_LINE) {
-			if (!w->broken) {
-				json_t *f = json_object();
-				json_object_set_new(f, "err", log_err_obj("line too long", NULL));
-				json_object_set_new(f, "line", trunc_str(w->line.data, w->line.len));
-				log_error(f, "BAD JSON");
-				blame_child(w, "printed an overlong line");
-			}
-			continue;
-		}
-		if (buf_addc(&w->line, c) < 0)
-			blame_child(w, "output could not be buffered (out of memory)");
+		if (w->stdout_fd < 0)
+			return;   /* stopped by a callback */
+		p = q + 1;
 	}
 }
 
@@ -783,6 +884,7 @@ static json_t *stderr_json(const struct fsw *w)
 static void reset_paths(struct fsw *w)
 {
 	actions_clear(w);
+	sendq_clear(w);
 	for (struct strmap_entry *e = w->not_yet.head; e != NULL; e = e->next) {
 		struct fsw_path *p = e->value;
 		p->ny = NY_UNSENT;
@@ -952,6 +1054,7 @@ void fsw_stop(struct fsw *w)
 			log_debug(exit_fields(pid, status, NULL), "fswatcher exited");
 	}
 	actions_clear(w);
+	sendq_clear(w);
 	forget_paths(&w->watching);
 	forget_paths(&w->not_yet);
 	w->started = false;
@@ -986,6 +1089,11 @@ unsigned fsw_restarts(const struct fsw *w)
 	return w->child.restarts;
 }
 
+size_t fsw_in_flight(const struct fsw *w)
+{
+	return w->nactions + w->nsendq;
+}
+
 static json_t *paths_json(const struct strmap *m, size_t max)
 {
 	json_t *a = json_array();
@@ -1004,10 +1112,9 @@ json_t *fsw_dump_bounded(const struct fsw *w, size_t max_paths)
 {
 	json_t *d = json_object();
 	json_t *pending = json_object();
-	size_t npending = 0;
-	for (const struct fsw_action *a = w->actions; a != NULL; a = a->next, npending++) {
-		if (npending >= max_paths)
-			continue;
+	size_t npending = w->nactions, listed = 0;
+	for (const struct fsw_action *a = w->actions; a != NULL && listed < max_paths;
+	     a = a->next, listed++) {
 		char key[16];
 		snprintf(key, sizeof(key), "%u", a->key);
 		json_t *started = json_array();

@@ -94,6 +94,10 @@ json_t *fsw_dump_bounded(const struct fsw *w, size_t max_paths);
 pid_t fsw_pid(const struct fsw *w);
 /* How many times the child was restarted. */
 unsigned fsw_restarts(const struct fsw *w);
+/* Commands sent to the child and not answered yet, plus WATCHes waiting
+ * to be sent (at most 128 are in flight at once); 0 while no child is up:
+ * its requests die with it.  O(1). */
+size_t fsw_in_flight(const struct fsw *w);
 /* SIGTERM the child and reap it (SIGKILL after 2 s); forget every path
  * and pending request; no callback runs afterwards. */
 void fsw_stop(struct fsw *w);

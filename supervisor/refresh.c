@@ -30,11 +30,13 @@
 #include <string.h>
 
 #include "diff.h"
+#include "jfreeze.h"
 #include "json.h"
 #include "log.h"
 #include "queue.h"
 #include "supervisor.h"
 #include "timeutil.h"
+#include "vms.h"
 
 #define REFRESH_RING 5
 #define PAUSE_TIMEOUT_MS 300000
@@ -347,7 +349,8 @@ static void reset(struct supervisor *s)
 			continue;  /* created just now, or failed: kept as it was */
 		/* Same raw data and sysinfo values: a rebuild would give an
 		 * equal object, an empty diff and no event. */
-		if (vm_raw_same(e->raw, l->raw) && vmload_sysinfo_current(e->vm, s->sysinfo))
+		if (vm_raw_same(e->raw, l->raw) &&
+		    vmload_sysinfo_current_frozen(vms_frozen(e), s->sysinfo))
 			continue;
 		json_t *vm = vmload_build(l->raw, s->sysinfo, err, sizeof(err));
 		if (!vm) {
@@ -356,21 +359,29 @@ static void reset(struct supervisor *s)
 			json_array_append_new(errors, json_string(err));
 			continue;
 		}
-		json_t *changes = diff_values(e->vm, vm, true, err, sizeof(err));
+		struct jfreeze *frozen;
+		json_t *old = vms_old_object(e, vm, &frozen);
+		json_t *changes = old ? diff_values(old, vm, true, err, sizeof(err)) : NULL;
 		if (!changes) {
-			log_error(json_pack("{s:O,s:O,s:o}", "from", e->vm, "to", vm, "err",
-			                    log_err_obj(err, NULL)),
+			if (!old)
+				snprintf(err, sizeof(err), "out of memory");
+			log_error(json_pack("{s:O,s:O,s:o}", "from", old ? old : json_null(), "to", vm,
+			                    "err", log_err_obj(err, NULL)),
 			          "failed to calculate object diff");
+			json_decref(old);
+			jfreeze_unref(frozen);
 			json_decref(vm);
 			continue;
 		}
+		json_decref(old);
 		struct vm_raw *raw = l->raw;
 		l->raw = NULL;
 		if (json_array_size(changes) == 0) {
 			vm_raw_free(e->raw);
 			e->raw = raw;
+			jfreeze_unref(frozen);
 			json_decref(vm);
-		} else if (vms_replace(e, vm, raw) == 0) {
+		} else if (vms_replace_frozen(e, vm, frozen, raw) == 0) {
 			json_array_append_new(vm_changes, json_pack("{s:s,s:s,s:O}", "zonename", e->zonename,
 			                                            "action", "modify", "changes", changes));
 			vms_emit(s, 2, e->zonename, e->uuid, e, changes);

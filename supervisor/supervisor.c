@@ -27,9 +27,12 @@
 #include "ring.h"
 #include "supervisor.h"
 #include "timeutil.h"
+#include "vms.h"
 
 #define STATUS_COALESCE_S 0.05
 #define HEARTBEAT_S 1.0
+/* Longest wait at boot for the fswatcher to answer every WATCH. */
+#define BOOT_WATCH_WAIT_NS (120ULL * TU_NS_PER_SEC)
 
 char *supervisor_path(const struct supervisor *s, const char *hostpath)
 {
@@ -341,10 +344,12 @@ static void publish_missed(struct supervisor *s, struct last_state *ls)
 			continue;
 		}
 		char err[256];
-		json_t *changes = diff_values(old, e->vm, true, err, sizeof(err));
+		json_t *cur = vms_object(e);
+		json_t *changes = cur ? diff_values(old, cur, true, err, sizeof(err)) : NULL;
 		if (changes && json_array_size(changes))
 			vms_emit(s, RING_EV_MODIFY, e->zonename, e->uuid, e, changes);
 		json_decref(changes);
+		json_decref(cur);
 		json_decref(old);
 	}
 	for (struct strmap_entry *me = ls->vms.head; me; me = me->next) {
@@ -416,6 +421,33 @@ static int open_ring(struct supervisor *s, struct last_state *ls, bool *ret_kept
 	return 0;
 }
 
+/*
+ * Step 4 ends when the fswatcher has answered every WATCH, as upstream's
+ * boot waits for each watch's first attempt: a file is then watched
+ * before it is loaded, so no change between the load and the watch goes
+ * unseen; and the registration of every watch (O(watches) work in both
+ * processes) is over before the daemon says it is ready, instead of
+ * running behind the first events.  The loop runs meanwhile (the queue
+ * is paused: file events become tasks for later).  Bounded: a child that
+ * dies takes its requests with it, and the wait gives up after
+ * BOOT_WATCH_WAIT_NS.
+ */
+static void wait_watches(struct supervisor *s)
+{
+	uint64_t t0 = tu_mono_ns();
+	while (fsw_in_flight(s->fsw) > 0 && !s->stopping) {
+		if (tu_mono_ns() - t0 >= BOOT_WATCH_WAIT_NS) {
+			log_warn(json_pack("{s:I}", "in_flight", (json_int_t)fsw_in_flight(s->fsw)),
+			         "fswatcher did not answer every watch in time, going on");
+			return;
+		}
+		ev_run(s->loop, EVRUN_ONCE);
+	}
+	char took[80];
+	tu_pretty_delta(tu_mono_ns() - t0, took);
+	log_debug(NULL, "vm watchers registered, waited %s", took);
+}
+
 /* Steps 4–6 of the boot sequence: watch, load and build every zone. */
 static void initial_load(struct supervisor *s)
 {
@@ -425,6 +457,9 @@ static void initial_load(struct supervisor *s)
 		log_error(NULL, "failed to start vm watchers");
 	for (size_t i = 0; i < s->index.n; i++)
 		tasks_watch_zone(s, &s->index.recs[i]);
+	wait_watches(s);
+	if (s->stopping)
+		return;
 
 	supervisor_set_status(s, "setting initial cache data");
 	s->sysinfo = vmload_sysinfo(&s->vl, err, sizeof(err));
@@ -539,6 +574,8 @@ static int boot(struct supervisor *s)
 	log_info(NULL, "global watchers ready");
 
 	initial_load(s);
+	if (s->stopping)
+		return 0;   /* a signal during the watch wait: no children yet */
 	s->last_refresh_ns = tu_mono_ns();
 	if (kept)
 		publish_missed(s, &ls);
@@ -677,7 +714,8 @@ int supervisor_run(const struct options *opt)
 		shutdown_all(&s);
 		return 1;
 	}
-	ev_run(s.loop, 0);
+	if (!s.stopping)
+		ev_run(s.loop, 0);
 	log_info(NULL, "vminfod stopped");
 	shutdown_all(&s);
 	return 0;

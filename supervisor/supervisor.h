@@ -55,7 +55,6 @@ struct vm_entry {
 	char *zonename;
 	char *uuid;
 	struct vm_raw *raw;   /* the raw data it was built from */
-	json_t *vm;           /* the VM object */
 	char *json;           /* its compact serialisation (/vms/<z> bytes) */
 	size_t json_len;
 };

@@ -23,6 +23,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "jfreeze.h"
 #include "json.h"
 #include "log.h"
 #include "timeutil.h"
@@ -40,8 +41,10 @@ struct vm_raw {
 	char *name;               /* zonename of the last load */
 	/* VMS_ZONEADM */
 	char *zonename, *state, *zonepath, *uuid;
-	/* VMS_XML */
-	json_t *xml;
+	/* VMS_XML: the XML stage's object, frozen (jfreeze.h): a VM's raw
+	 * data lives as long as the VM, and as jansson trees it was most of
+	 * the supervisor's memory */
+	struct jfreeze *xml;
 	struct vmxml_meta meta;
 	/* VMS_LASTEXITED: has_exit false when the file is missing/malformed */
 	bool has_exit;
@@ -50,9 +53,9 @@ struct vm_raw {
 	/* VMS_LASTMOD: has_mtime false when no file counted */
 	bool has_mtime;
 	int64_t mtime_s;
-	/* VMS_JSON: {"customer_metadata","internal_metadata","routes","tags"},
-	 * NULL when the load failed for an `incomplete` zone */
-	json_t *json;
+	/* VMS_JSON: {"customer_metadata","internal_metadata","routes","tags"}
+	 * frozen, NULL when the load failed for an `incomplete` zone */
+	struct jfreeze *json;
 	char *errors[VMS_COUNT];
 	/* Signatures of the bytes the XML and JSON sections were parsed
 	 * from: a reload that reads the same bytes reuses the parsed values
@@ -432,7 +435,7 @@ clear_section(struct vm_raw *raw, unsigned bit)
 		raw->zonename = raw->state = raw->zonepath = raw->uuid = NULL;
 		break;
 	case VMS_XML:
-		json_decref(raw->xml);
+		jfreeze_unref(raw->xml);
 		raw->xml = NULL;
 		raw->xml_sig_ok = false;
 		memset(&raw->meta, 0, sizeof(raw->meta));
@@ -445,7 +448,7 @@ clear_section(struct vm_raw *raw, unsigned bit)
 		raw->has_mtime = false;
 		break;
 	case VMS_JSON:
-		json_decref(raw->json);
+		jfreeze_unref(raw->json);
 		raw->json = NULL;
 		raw->json_sig_ok = false;
 		break;
@@ -503,8 +506,8 @@ vm_raw_dup(const struct vm_raw *raw)
 	for (int i = 0; i < VMS_COUNT; i++)
 		d->errors[i] = strdup_or_null(raw->errors[i], &nomem);
 	/* XML and JSON sections are never modified in place: share them. */
-	d->xml = json_incref(raw->xml);
-	d->json = json_incref(raw->json);
+	d->xml = jfreeze_ref(raw->xml);
+	d->json = jfreeze_ref(raw->json);
 	if (nomem) {
 		vm_raw_free(d);
 		return NULL;
@@ -524,7 +527,7 @@ vm_raw_same(const struct vm_raw *a, const struct vm_raw *b)
 	if (a->sections != b->sections || !str_same(a->name, b->name) ||
 	    !str_same(a->zonename, b->zonename) || !str_same(a->state, b->state) ||
 	    !str_same(a->zonepath, b->zonepath) || !str_same(a->uuid, b->uuid) ||
-	    a->xml != b->xml || a->json != b->json ||
+	    !jfreeze_equal(a->xml, b->xml) || !jfreeze_equal(a->json, b->json) ||
 	    memcmp(&a->meta, &b->meta, sizeof(a->meta)) != 0 ||
 	    a->has_exit != b->has_exit || a->has_mtime != b->has_mtime)
 		return false;
@@ -580,7 +583,7 @@ load_zoneadm(struct vm_raw *raw, const struct zone_record *rec, char *err, size_
  * are the same. */
 struct previous {
 	bool ok;
-	json_t *value;               /* reference owned here */
+	struct jfreeze *value;       /* reference owned here */
 	struct vmxml_meta meta;
 	struct file_sig sig[3];
 };
@@ -592,6 +595,7 @@ load_xml(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *r
 	char path[PATH_MAX], *data;
 	size_t len;
 	struct vmxml_error xerr;
+	json_t *xml;
 	int rc;
 
 	(void)snprintf(path, sizeof(path), "/etc/zones/%s.xml", rec->zonename);
@@ -609,20 +613,26 @@ load_xml(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *r
 	raw->xml_sig = sig_of(data, len);
 	if (prev->ok && sig_eq(&prev->sig[0], &raw->xml_sig)) {
 		free(data);
-		raw->xml = json_incref(prev->value);
+		raw->xml = jfreeze_ref(prev->value);
 		raw->meta = prev->meta;
 		raw->xml_sig_ok = true;
 		return 0;
 	}
-	raw->xml = vmxml_parse(data, len, path, &raw->meta, &xerr);
+	xml = vmxml_parse(data, len, path, &raw->meta, &xerr);
 	free(data);
-	raw->xml_sig_ok = raw->xml != NULL;
-	if (raw->xml == NULL) {
+	if (xml == NULL) {
 		log_error(log_err_fields(xerr.message, xerr.code), "unable to load %s", path);
 		errf(err, errlen, "unable to load %s: %s: %s", path, xerr.code,
 			xerr.message);
 		return strcmp(xerr.code, "ENOMEM") == 0 ? -ENOMEM : -EINVAL;
 	}
+	raw->xml = jfreeze_new(xml);
+	json_decref(xml);
+	if (raw->xml == NULL) {
+		errf(err, errlen, "unable to load %s: ENOMEM: %s", path, strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	raw->xml_sig_ok = true;
 	return 0;
 }
 
@@ -826,13 +836,14 @@ parse_json_text(const char *path, const char *text, size_t len, json_t **ret, bo
 	return 0;
 }
 
-/* metadata.json's member `key` if it has one, else {}. */
+/* metadata.json's member `key` if it has one, else {}.  Shared, not
+ * copied: the section is frozen (copied) right after. */
 static json_t *
 metadata_member(const json_t *metadata, const char *key)
 {
 	json_t *v = json_is_object(metadata) ? json_object_get(metadata, key) : NULL;
 
-	return v != NULL ? json_deep_copy(v) : json_object();
+	return v != NULL ? json_incref(v) : json_object();
 }
 
 static int
@@ -863,7 +874,7 @@ load_json(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *
 	if (rc == 0 && same) {
 		for (int i = 0; i < 3; i++)
 			free(texts[i]);
-		raw->json = json_incref(prev->value);
+		raw->json = jfreeze_ref(prev->value);
 		raw->json_sig_ok = true;
 		return 0;
 	}
@@ -900,17 +911,18 @@ load_json(struct vmload_ctx *ctx, struct vm_raw *raw, const struct zone_record *
 			"metadata.json of %s is null, using {} for its metadata", rec->zonename);
 		invalid = true;
 	}
-	raw->json = json_object();
-	if (raw->json == NULL ||
-	    js_set(raw->json, "customer_metadata", metadata_member(vals[0], "customer_metadata")) < 0 ||
-	    js_set(raw->json, "internal_metadata", metadata_member(vals[0], "internal_metadata")) < 0 ||
-	    js_set(raw->json, "routes", json_incref(vals[2])) < 0 ||
-	    js_set(raw->json, "tags", json_incref(vals[1])) < 0) {
+	json_t *obj = json_object();
+
+	if (obj == NULL ||
+	    js_set(obj, "customer_metadata", metadata_member(vals[0], "customer_metadata")) < 0 ||
+	    js_set(obj, "internal_metadata", metadata_member(vals[0], "internal_metadata")) < 0 ||
+	    js_set(obj, "routes", json_incref(vals[2])) < 0 ||
+	    js_set(obj, "tags", json_incref(vals[1])) < 0 ||
+	    (raw->json = jfreeze_new(obj)) == NULL) {
 		rc = -ENOMEM;
-		json_decref(raw->json);
-		raw->json = NULL;
 		errf(err, errlen, "%s", strerror(ENOMEM));
 	}
+	json_decref(obj);
 	for (int i = 0; i < 3; i++)
 		json_decref(vals[i]);
 	raw->json_sig_ok = rc == 0 && !invalid;
@@ -960,12 +972,12 @@ vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
 
 		if (bit == VMS_XML && raw->xml_sig_ok && (raw->sections & VMS_XML)) {
 			prev.ok = true;
-			prev.value = json_incref(raw->xml);
+			prev.value = jfreeze_ref(raw->xml);
 			prev.meta = raw->meta;
 			prev.sig[0] = raw->xml_sig;
 		} else if (bit == VMS_JSON && raw->json_sig_ok && (raw->sections & VMS_JSON)) {
 			prev.ok = true;
-			prev.value = json_incref(raw->json);
+			prev.value = jfreeze_ref(raw->json);
 			memcpy(prev.sig, raw->json_sig, sizeof(prev.sig));
 		}
 		clear_section(raw, bit);
@@ -991,7 +1003,7 @@ vmload_zone(struct vmload_ctx *ctx, const struct zone_record *rec,
 		default:
 			break;
 		}
-		json_decref(prev.value);
+		jfreeze_unref(prev.value);
 		if (rc < 0) {
 			clear_section(raw, bit);
 			raw->errors[i] = strdup(serr);
@@ -1040,6 +1052,23 @@ vmload_sysinfo_current(const json_t *vm, const json_t *sysinfo)
 	return true;
 }
 
+bool
+vmload_sysinfo_current_frozen(const struct jfreeze *vm, const json_t *sysinfo)
+{
+	for (size_t i = 0; i < sizeof(sysinfo_keys) / sizeof(sysinfo_keys[0]); i++) {
+		json_t *want = json_is_object(sysinfo) ?
+			json_object_get(sysinfo, sysinfo_keys[i][0]) : NULL;
+		/* NULL also on ENOMEM: then "not current", a rebuild decides. */
+		json_t *have = jfreeze_member(vm, sysinfo_keys[i][1]);
+		bool same = want == NULL ? have == NULL : have != NULL && json_equal(want, have);
+
+		json_decref(have);
+		if (!same)
+			return false;
+	}
+	return true;
+}
+
 static int
 set_from_sysinfo(json_t *vm, const json_t *sysinfo, const char *member, const char *key)
 {
@@ -1068,22 +1097,24 @@ vmload_build(const struct vm_raw *raw, const json_t *sysinfo, char *err, size_t 
 		errf(err, errlen, "VM %s XML data missing from cache", uuid);
 		return NULL;
 	}
+	/* A new tree: a VM object shares nothing with the raw data, so
+	 * nothing done to one can show in the other. */
+	vm = jfreeze_thaw(raw->xml);
+	if (vm == NULL)
+		goto nomem;
 	/* The record's brand is the XML root attribute on this port. */
-	brand = json_string_value(json_object_get(raw->xml, "brand"));
+	brand = json_string_value(json_object_get(vm, "brand"));
 	if (brand == NULL || brand[0] == '\0' || raw->state[0] == '\0' ||
 	    raw->zonename[0] == '\0' || raw->zonepath[0] == '\0') {
+		json_decref(vm);
 		errf(err, errlen, "VM %s zone record is missing brand, state, "
 			"zonename or zonepath", uuid);
 		return NULL;
 	}
-	/* A deep copy: a VM object shares nothing with the raw data, so
-	 * nothing done to one can show in the other. */
-	vm = json_deep_copy(raw->xml);
-	if (vm == NULL)
-		goto nomem;
 	hvm = strcmp(brand, "kvm") == 0 || strcmp(brand, "bhyve") == 0;
 	running = strcmp(raw->state, "running") == 0;
 
+	/* brand points into vm's own "brand" member: copy it first. */
 	rc |= js_set(vm, "brand", json_string(brand));
 	rc |= js_set(vm, "uuid", json_string(uuid));
 	rc |= js_set(vm, "zone_state", json_string(raw->state));
@@ -1135,9 +1166,14 @@ vmload_build(const struct vm_raw *raw, const json_t *sysinfo, char *err, size_t 
 		static const char *const keys[] = {
 			"customer_metadata", "internal_metadata", "routes", "tags",
 		};
+		json_t *js = jfreeze_thaw(raw->json);
 
+		if (js == NULL)
+			goto nomem;
+		/* js is this build's own tree: its members move into vm. */
 		for (size_t i = 0; i < 4; i++)
-			rc |= js_set(vm, keys[i], json_deep_copy(json_object_get(raw->json, keys[i])));
+			rc |= js_set(vm, keys[i], json_incref(json_object_get(js, keys[i])));
+		json_decref(js);
 	}
 	if (rc != 0)
 		goto nomem;
@@ -1152,17 +1188,22 @@ json_t *
 vmload_raw_json(const struct vm_raw *raw)
 {
 	json_t *o = json_object();
+	json_t *xml = jfreeze_thaw(raw->xml);
 	int rc = 0;
 
-	if (o == NULL)
+	if (o == NULL || (raw->xml != NULL && xml == NULL)) {
+		json_decref(o);
+		json_decref(xml);
 		return NULL;
+	}
 	if (raw->sections & VMS_ZONEADM) {
 		json_t *z = json_object();
-		const char *brand = raw->xml != NULL ?
-			json_string_value(json_object_get(raw->xml, "brand")) : NULL;
+		const char *brand = xml != NULL ?
+			json_string_value(json_object_get(xml, "brand")) : NULL;
 
 		if (z == NULL) {
 			json_decref(o);
+			json_decref(xml);
 			return NULL;
 		}
 		rc |= js_set(z, "zoneid", json_null());
@@ -1177,8 +1218,9 @@ vmload_raw_json(const struct vm_raw *raw)
 		rc |= js_set(z, "zonedid", js_number(raw->meta.debugid));
 		rc |= js_set(o, "zoneadm_objects", z);
 	}
-	if ((raw->sections & VMS_XML) && raw->xml != NULL)
-		rc |= js_set(o, "zonexml_objects", json_incref(raw->xml));
+	if ((raw->sections & VMS_XML) && xml != NULL)
+		rc |= js_set(o, "zonexml_objects", json_incref(xml));
+	json_decref(xml);
 	if ((raw->sections & VMS_LASTEXITED) && raw->has_exit) {
 		json_t *le = json_object();
 
@@ -1194,8 +1236,11 @@ vmload_raw_json(const struct vm_raw *raw)
 		if (tu_iso_date(raw->mtime_s * 1000, iso) >= 0)
 			rc |= js_set(o, "last_modified", json_string(iso));
 	}
-	if ((raw->sections & VMS_JSON) && raw->json != NULL)
-		rc |= js_set(o, "json_objects", json_incref(raw->json));
+	if ((raw->sections & VMS_JSON) && raw->json != NULL) {
+		json_t *js = jfreeze_thaw(raw->json);
+
+		rc |= js != NULL ? js_set(o, "json_objects", js) : -1;
+	}
 	if (rc != 0) {
 		json_decref(o);
 		return NULL;

@@ -83,8 +83,9 @@ struct vm_raw *vm_raw_new(void);
 struct vm_raw *vm_raw_dup(const struct vm_raw *raw);
 void vm_raw_free(struct vm_raw *raw);
 /* True when `a` and `b` certainly hold the same data: equal scalars and
- * the very same parsed XML and JSON values (a reload of unchanged files
- * reuses them, see vmload_zone).  False says nothing: compare then. */
+ * equal parsed XML and JSON values (kept frozen, see jfreeze.h; a reload
+ * of unchanged files reuses them, see vmload_zone).  False says nothing:
+ * compare then. */
 bool vm_raw_same(const struct vm_raw *a, const struct vm_raw *b);
 /* Sections currently holding data (a bit set of enum vm_section). */
 unsigned vm_raw_sections(const struct vm_raw *raw);
@@ -121,6 +122,9 @@ json_t *vmload_build(const struct vm_raw *raw, const json_t *sysinfo,
  * take from `sysinfo` now?  With vm_raw_same inputs, a rebuild would then
  * give an equal object. */
 bool vmload_sysinfo_current(const json_t *vm, const json_t *sysinfo);
+/* The same test on a frozen VM object (jfreeze.h), without thawing it. */
+struct jfreeze;
+bool vmload_sysinfo_current_frozen(const struct jfreeze *vm, const json_t *sysinfo);
 
 /* The zone's raw sections as JSON, for comparing two loads:
  * {"zoneadm_objects":{…},"zonexml_objects":{…},"last_exited":{…},

@@ -3,17 +3,58 @@
  * refresh (reload some raw sections, rebuild, diff, emit modify), create
  * and delete.  The map is keyed by zonename in insertion order; each
  * entry keeps its object's serialisation, made once when it changes and
- * used for events, snapshots and the log.
+ * used for events, snapshots and the log, and the object itself frozen
+ * (vms.h).
  */
+#include "vms.h"
+
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "diff.h"
+#include "jfreeze.h"
 #include "json.h"
 #include "log.h"
 #include "publish.h"
+#include "ring.h"
 #include "supervisor.h"
+
+/* The allocation behind a struct vm_entry: the entry and what only this
+ * file touches. */
+struct vm_slot {
+	struct vm_entry e;
+	struct jfreeze *frozen;   /* the VM object */
+};
+
+static struct vm_slot *slot_of(const struct vm_entry *e)
+{
+	return (struct vm_slot *)((char *)e - offsetof(struct vm_slot, e));
+}
+
+json_t *vms_object(const struct vm_entry *e)
+{
+	return jfreeze_thaw(slot_of(e)->frozen);
+}
+
+const struct jfreeze *vms_frozen(const struct vm_entry *e)
+{
+	return slot_of(e)->frozen;
+}
+
+json_t *vms_old_object(const struct vm_entry *e, json_t *vm, struct jfreeze **ret_frozen)
+{
+	*ret_frozen = jfreeze_new(vm);
+	if (!*ret_frozen)
+		return NULL;
+	json_t *old = jfreeze_thaw_reusing(slot_of(e)->frozen, *ret_frozen, vm);
+	if (!old) {
+		jfreeze_unref(*ret_frozen);
+		*ret_frozen = NULL;
+	}
+	return old;
+}
 
 struct vm_entry *vms_get(struct supervisor *s, const char *zonename)
 {
@@ -27,9 +68,9 @@ static void entry_free(struct vm_entry *e)
 	free(e->zonename);
 	free(e->uuid);
 	vm_raw_free(e->raw);
-	json_decref(e->vm);
 	free(e->json);
-	free(e);
+	jfreeze_unref(slot_of(e)->frozen);
+	free(slot_of(e));
 }
 
 void vms_free_all(struct supervisor *s)
@@ -39,11 +80,18 @@ void vms_free_all(struct supervisor *s)
 	strmap_done(&s->vms);
 }
 
-int vms_replace(struct vm_entry *e, json_t *vm, struct vm_raw *raw)
+/* Replace the object (frozen: vm frozen, or NULL to freeze it here).
+ * Takes vm and frozen. */
+static int replace(struct vm_entry *e, json_t *vm, struct jfreeze *frozen,
+	struct vm_raw *raw)
 {
 	size_t len;
 	char *json = js_dumps(vm, &len);
-	if (!json) {
+	if (json && !frozen)
+		frozen = jfreeze_new(vm);
+	if (!json || !frozen) {
+		free(json);
+		jfreeze_unref(frozen);
 		json_decref(vm);
 		return -ENOMEM;
 	}
@@ -52,9 +100,10 @@ int vms_replace(struct vm_entry *e, json_t *vm, struct vm_raw *raw)
 	char *fit = realloc(json, len + 1);
 	if (fit)
 		json = fit;
-	json_decref(e->vm);
 	free(e->json);
-	e->vm = vm;
+	jfreeze_unref(slot_of(e)->frozen);
+	slot_of(e)->frozen = frozen;
+	json_decref(vm);
 	e->json = json;
 	e->json_len = len;
 	if (raw && raw != e->raw) {
@@ -64,11 +113,23 @@ int vms_replace(struct vm_entry *e, json_t *vm, struct vm_raw *raw)
 	return 0;
 }
 
+int vms_replace(struct vm_entry *e, json_t *vm, struct vm_raw *raw)
+{
+	return replace(e, vm, NULL, raw);
+}
+
+int vms_replace_frozen(struct vm_entry *e, json_t *vm, struct jfreeze *frozen,
+	struct vm_raw *raw)
+{
+	return replace(e, vm, frozen, raw);
+}
+
 int vms_insert(struct supervisor *s, const char *zonename, const char *uuid,
 	struct vm_raw *raw, json_t *vm)
 {
 	/* Takes raw and vm whatever happens. */
-	struct vm_entry *e = calloc(1, sizeof(*e));
+	struct vm_slot *slot = calloc(1, sizeof(*slot));
+	struct vm_entry *e = slot ? &slot->e : NULL;
 	if (e) {
 		e->zonename = strdup(zonename);
 		e->uuid = strdup(uuid);
@@ -80,7 +141,7 @@ int vms_insert(struct supervisor *s, const char *zonename, const char *uuid,
 		return -ENOMEM;
 	}
 	e->raw = raw;
-	if (vms_replace(e, vm, NULL) < 0 ||
+	if (replace(e, vm, NULL, NULL) < 0 ||
 	    strmap_set(&s->vms, zonename, strlen(zonename), e, NULL) < 0) {
 		entry_free(e);
 		return -ENOMEM;
@@ -126,9 +187,12 @@ int vms_foreach(struct supervisor *s, int (*fn)(void *arg, struct vm_entry *e), 
 void vms_emit(struct supervisor *s, int type, const char *zonename, const char *uuid,
 	struct vm_entry *e, json_t *changes)
 {
+	/* The tree only serves the info-level log record of the event. */
+	json_t *vm = e && log_enabled(LOG_INFO) ? vms_object(e) : NULL;
 	int64_t v = publish_event(s->pub, (enum ring_ev_type)type, zonename, uuid,
-	                          e ? e->json : NULL, e ? e->json_len : 0, e ? e->vm : NULL,
+	                          e ? e->json : NULL, e ? e->json_len : 0, vm,
 	                          changes, strmap_count(&s->vms));
+	json_decref(vm);
 	if (v < 0)
 		log_error(json_pack("{s:s,s:o}", "zonename", zonename, "err",
 		                    log_err_obj(strerror((int)-v), NULL)),
@@ -249,28 +313,40 @@ int vms_refresh(struct supervisor *s, const char *zonename, unsigned sections,
 		return -EINVAL;
 	}
 	char derr[256];
-	json_t *changes = diff_values(e->vm, vm, true, derr, sizeof(derr));
+	struct jfreeze *frozen;
+	json_t *old = vms_old_object(e, vm, &frozen);
+	if (!old) {
+		json_decref(vm);
+		vm_raw_free(raw);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	json_t *changes = diff_values(old, vm, true, derr, sizeof(derr));
 	if (!changes) {
 		/* The original crashed here; the port keeps the old object
 		 * and reports it, so one odd VM cannot stop the daemon. */
-		log_error(json_pack("{s:O,s:O,s:o}", "from", e->vm, "to", vm, "err",
+		log_error(json_pack("{s:O,s:O,s:o}", "from", old, "to", vm, "err",
 		                    log_err_obj(derr, NULL)),
 		          "failed to calculate object diff");
+		json_decref(old);
+		jfreeze_unref(frozen);
 		json_decref(vm);
 		vm_raw_free(raw);
 		snprintf(err, errlen, "%s", derr);
 		return -EINVAL;
 	}
+	json_decref(old);
 	if (json_array_size(changes) == 0) {
 		/* Quirk kept: an empty diff keeps the old object (and its key
 		 * order), but the raw data is the new one. */
 		vm_raw_free(e->raw);
 		e->raw = raw;
+		jfreeze_unref(frozen);
 		json_decref(vm);
 		json_decref(changes);
 		return 0;
 	}
-	r = vms_replace(e, vm, raw);
+	r = vms_replace_frozen(e, vm, frozen, raw);
 	if (r < 0) {
 		json_decref(changes);
 		vm_raw_free(raw);

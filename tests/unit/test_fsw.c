@@ -424,6 +424,71 @@ static void test_overflow_callback(void **state)
 
 /* A child that prints ready, then a line that is not JSON: it is blamed,
  * killed and restarted, again and again, without a tight loop. */
+static bool none_in_flight(struct ctx *c, const void *arg)
+{
+	return fsw_in_flight(c->w) == 0;
+}
+
+/* More watches than the wrapper keeps in flight at once: the rest wait in
+ * its send queue, go out as answers come back, and can be unwatched while
+ * they wait. */
+static void test_many_watches_window(void **state)
+{
+	struct ctx *c = *state;
+	start(c);
+	enum { N = 600 };
+	char p[PATH_MAX];
+	for (int i = 0; i < N; i++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "f%d", i);
+		path_in(c, p, rel);
+		if (i % 2 == 0)
+			write_file(p, "");
+		assert_int_equal(fsw_watch(c->w, p), 0);
+	}
+	size_t in_flight = fsw_in_flight(c->w);
+	assert_int_equal(in_flight, N);
+	json_t *d = fsw_dump_bounded(c->w, 10);
+	assert_int_equal(json_object_size(json_object_get(d, "pending_actions")), 10);
+	json_t *pa = json_object_get(d, "pending_actions_count");
+	assert_true(json_integer_value(pa) > 0 && json_integer_value(pa) < N);
+	json_decref(d);
+	/* The last ones are still queued: unwatching them sends nothing. */
+	for (int i = N - 10; i < N; i++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "f%d", i);
+		path_in(c, p, rel);
+		assert_int_equal(fsw_unwatch(c->w, p), 0);
+		assert_false(fsw_is_watching(c->w, p));
+	}
+	assert_int_equal(fsw_in_flight(c->w), N - 10);
+	assert_true(run_until(c, none_in_flight, NULL, 20));
+	d = fsw_dump_bounded(c->w, 5);
+	assert_int_equal(json_integer_value(json_object_get(d, "watching_count")), (N - 10) / 2);
+	assert_int_equal(json_integer_value(json_object_get(d, "not_yet_watching_count")), (N - 10) / 2);
+	assert_int_equal(json_integer_value(json_object_get(d, "pending_actions_count")), 0);
+	json_decref(d);
+	/* A file watched from the queue reports changes; a missing one from
+	 * the queue reports its creation. */
+	path_in(c, p, "f580");
+	write_file(p, "changed");
+	int want = 1;
+	assert_true(run_until(c, n_events, &want, 10));
+	assert_string_equal(c->ev[0].path, p);
+	assert_string_equal(c->ev[0].type, "change");
+	path_in(c, p, "f589");
+	write_file(p, "");
+	want = 2;
+	assert_true(run_until(c, n_events, &want, 10));
+	assert_string_equal(c->ev[1].path, p);
+	assert_string_equal(c->ev[1].type, "create");
+	/* An unwatched one (it never reached the child) stays silent. */
+	path_in(c, p, "f598");
+	write_file(p, "x");
+	run_until(c, NULL, NULL, 0.3);
+	assert_int_equal(c->nev, 2);
+}
+
 static void test_garbage_line_restarts_child(void **state)
 {
 	struct ctx *c = *state;
@@ -486,6 +551,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_dump_shape, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overflow_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_line_restarts_child, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_watches_window, setup, teardown),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	log_done();
