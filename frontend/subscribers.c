@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <uuid/uuid.h>
@@ -65,6 +66,9 @@
 #define SUB_BATCH_BYTES (256 * 1024)
 /* iovecs of one send: SSE frames each line with an id and a newline. */
 #define SUB_IOV (3 * SUB_BATCH + 2)
+/* Batches one stream may write directly in one turn before it lets the
+ * others have theirs (it then comes back when its socket is writable). */
+#define SUB_RAW_ROUNDS 64
 /* Most ?zonename= values one stream may ask for. */
 #define SUB_MAX_ZONES 64
 #define SUB_ZONE_MAX 64
@@ -104,6 +108,12 @@ struct subscriber {
 	char (*sse_id)[SSE_ID_MAX];   /* SUB_BATCH id prefixes, in the pool (SSE only) */
 	size_t nheld;
 	struct rcbuf *held[SUB_BATCH];   /* references of the send in flight */
+	/* Direct writes (see raw_send): */
+	bool raw_checked;             /* raw_ok was decided */
+	bool raw_ok;                  /* event chunks may be written to hup_fd directly */
+	bool raw_pending;             /* a direct write is partly done; waits for EPOLLOUT */
+	size_t raw_off;               /* bytes of the held batch already written */
+	char chunk_hdr[20];           /* "<hex length>\r\n" of the held batch */
 };
 
 static const char SSE_DATA[] = "data: ";
@@ -129,6 +139,9 @@ struct subscribers {
 static void pump(struct subscriber *sub);
 static bool probe_shrink_in_place(void);
 
+static void raw_writable(struct subscriber *sub);
+static void raw_abandon(struct subscriber *sub);
+
 static void on_hup_ready(h2o_socket_t *sock, const char *err)
 {
 	struct subscribers *s = sock->data;
@@ -136,9 +149,14 @@ static void on_hup_ready(h2o_socket_t *sock, const char *err)
 	int n = epoll_wait(s->hup_epoll_fd, evs, 64, 0);
 	for (int i = 0; i < n; i++) {
 		struct subscriber *sub = evs[i].data.ptr;
-		if (sub->end == SUB_END_NONE && !sub->finished) {
-			sub->end = SUB_END_GONE;
-			pump(sub);
+		if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+			if (sub->end == SUB_END_NONE && !sub->finished) {
+				sub->end = SUB_END_GONE;
+				raw_abandon(sub);
+				pump(sub);
+			}
+		} else if (evs[i].events & EPOLLOUT) {
+			raw_writable(sub);
 		}
 	}
 }
@@ -327,6 +345,154 @@ static void sub_dispose(void *p)
 	log_listener(sub, s->fe->log_child, "/events listener removed");
 }
 
+/*
+ * Direct writes.  An HTTP/1.1 stream spends its life sending chunks of
+ * event lines, and for those h2o's send path (generator, chunked
+ * encoder, socket write, then a completion callback one loop iteration
+ * later, per stream and per event) is most of the user-space cost of a
+ * fan-out.  Once the ready line is out (so the response headers are on
+ * the wire and h2o has nothing in flight for the stream), the stream
+ * writes its chunks itself: "<hex length>\r\n" + lines + "\r\n", one
+ * writev() per batch, straight from the shared event blocks.  A write the
+ * socket cannot take whole keeps the batch's references and continues
+ * when the private epoll set reports the socket writable.  Endings (the
+ * lagged line, the final chunk) still go through h2o, which then owns
+ * the connection again and closes it.  HTTP/2, HTTP/1.0 and anything
+ * that did not get a chunked response keep using h2o_send.
+ */
+static bool raw_usable(struct subscriber *sub)
+{
+	if (!sub->raw_checked) {
+		sub->raw_checked = true;
+		h2o_req_t *req = sub->req;
+		ssize_t te = h2o_find_header(&req->res.headers, H2O_TOKEN_TRANSFER_ENCODING, -1);
+		sub->raw_ok = sub->hup_fd >= 0 && req->version == 0x101 &&
+			      h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) && te >= 0 &&
+			      h2o_memis(req->res.headers.entries[te].value.base, req->res.headers.entries[te].value.len,
+					H2O_STRLIT("chunked"));
+	}
+	return sub->raw_ok;
+}
+
+static const char CRLF[] = "\r\n";
+
+/* The iovecs of the held batch, from byte `skip` on; their count. */
+static int raw_iov(const struct subscriber *sub, struct iovec *iov, size_t skip)
+{
+	if (sub->nheld == 0)
+		return 0;
+	int k = 0;
+	iov[k++] = (struct iovec){ (void *)sub->chunk_hdr, strlen(sub->chunk_hdr) };
+	for (size_t i = 0; i < sub->nheld; i++) {
+		if (sub->sse)
+			iov[k++] = (struct iovec){ (void *)sub->sse_id[i], strlen(sub->sse_id[i]) };
+		iov[k++] = (struct iovec){ sub->held[i]->data, sub->held[i]->len };
+		if (sub->sse)
+			iov[k++] = (struct iovec){ (void *)SSE_END, sizeof(SSE_END) - 1 };
+	}
+	iov[k++] = (struct iovec){ (void *)CRLF, 2 };
+	int first = 0;
+	while (first < k && skip >= iov[first].iov_len)
+		skip -= iov[first++].iov_len;
+	if (first < k) {
+		iov[first].iov_base = (char *)iov[first].iov_base + skip;
+		iov[first].iov_len -= skip;
+	}
+	if (first)
+		memmove(iov, iov + first, (size_t)(k - first) * sizeof(*iov));
+	return k - first;
+}
+
+/* Write (the rest of) the held batch.  1: all of it is out; 0: the
+ * socket is full, the rest waits for EPOLLOUT; -1: the connection is
+ * broken. */
+static int raw_write(struct subscriber *sub)
+{
+	struct iovec iov[SUB_IOV + 2];
+	for (int guard = 0; guard < 1024; guard++) {
+		int k = raw_iov(sub, iov, sub->raw_off);
+		if (k == 0)
+			return 1;
+		ssize_t w = writev(sub->hup_fd, iov, k);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (w < 0)
+			return -1;
+		sub->raw_off += (size_t)w;
+	}
+	struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLOUT | EPOLLET, .data.ptr = sub };
+	if (epoll_ctl(sub->owner->hup_epoll_fd, EPOLL_CTL_MOD, sub->hup_fd, &ev) < 0)
+		return -1;
+	sub->raw_pending = sub->in_flight = true;
+	return 0;
+}
+
+/* Drop a partial direct write of a stream that is ending, and shut its
+ * socket down: the ending then goes through h2o, whose write fails (it
+ * must not land in the middle of a chunk), and h2o closes the
+ * connection. */
+static void raw_abandon(struct subscriber *sub)
+{
+	if (!sub->raw_pending)
+		return;
+	sub->raw_pending = sub->in_flight = false;
+	release_held(sub);
+	(void)shutdown(sub->hup_fd, SHUT_RDWR);   /* best effort: fails only if already gone */
+}
+
+/* The socket of a stream with a partial write became writable. */
+static void raw_writable(struct subscriber *sub)
+{
+	if (!sub->raw_pending || !sub->owner)
+		return;
+	int r = raw_write(sub);
+	if (r == 0)
+		return;
+	sub->raw_pending = sub->in_flight = false;
+	struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLET, .data.ptr = sub };
+	if (r < 0 || epoll_ctl(sub->owner->hup_epoll_fd, EPOLL_CTL_MOD, sub->hup_fd, &ev) < 0) {
+		if (sub->end == SUB_END_NONE)
+			sub->end = SUB_END_GONE;
+	}
+	pump(sub);
+}
+
+/* Take the next batch of wanted events into sub->held (and its iovecs,
+ * framed for SSE, into iov[0..*ret_k)); their count.  Filtered-out
+ * events only move the cursor; the scan is bounded by the window (what
+ * the ring holds). */
+static size_t collect(struct subscriber *sub, struct ringreader *rr, uint64_t version, h2o_iovec_t *iov,
+		      size_t *ret_k)
+{
+	size_t n = 0, k = 0, bytes = 0;
+	while (n < SUB_BATCH && bytes < SUB_BATCH_BYTES && sub->cursor <= version) {
+		enum ring_ev_type type;
+		const char *zonename;
+		size_t zlen;
+		struct rcbuf *ev = ringreader_event_info(rr, sub->cursor, &type, &zonename, &zlen);
+		if (!ev)
+			break;   /* cannot happen: oldest <= cursor <= version */
+		uint64_t v = sub->cursor++;
+		if (!wants(sub, type, zonename, zlen))
+			continue;
+		sub->held[n] = rcbuf_ref(ev);
+		if (sub->sse) {
+			int m = snprintf(sub->sse_id[n], SSE_ID_MAX, "id: %s:%" PRIu64 "\ndata: ", ringreader_epoch(rr), v);
+			iov[k++] = h2o_iovec_init(sub->sse_id[n], m > 0 ? (size_t)m : 0);
+		}
+		iov[k++] = h2o_iovec_init(ev->data, ev->len);
+		if (sub->sse)
+			iov[k++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
+		bytes += ev->len;
+		n++;
+	}
+	sub->nheld = n;
+	*ret_k = k;
+	return n;
+}
+
 /* Send what the stream needs next, if it is idle. */
 static void pump(struct subscriber *sub)
 {
@@ -374,35 +540,41 @@ static void pump(struct subscriber *sub)
 		return;
 	}
 
-	/* Filtered-out events only move the cursor; the scan is bounded by
-	 * the window (what the ring holds). */
-	size_t n = 0, k = 0, bytes = 0;
-	while (n < SUB_BATCH && bytes < SUB_BATCH_BYTES && sub->cursor <= version) {
-		enum ring_ev_type type;
-		const char *zonename;
-		size_t zlen;
-		struct rcbuf *ev = ringreader_event_info(rr, sub->cursor, &type, &zonename, &zlen);
-		if (!ev)
-			break;   /* cannot happen: oldest <= cursor <= version */
-		uint64_t v = sub->cursor++;
-		if (!wants(sub, type, zonename, zlen))
-			continue;
-		sub->held[n] = rcbuf_ref(ev);
-		if (sub->sse) {
-			int m = snprintf(sub->sse_id[n], SSE_ID_MAX, "id: %s:%" PRIu64 "\ndata: ", ringreader_epoch(rr), v);
-			iov[k++] = h2o_iovec_init(sub->sse_id[n], m > 0 ? (size_t)m : 0);
+	bool raw = raw_usable(sub);
+	for (int round = 0; round < SUB_RAW_ROUNDS; round++) {
+		size_t k;
+		size_t n = collect(sub, rr, version, iov, &k);
+		if (n == 0)
+			return;
+		if (!raw) {
+			sub->in_flight = true;
+			h2o_send(sub->req, iov, k, H2O_SEND_STATE_IN_PROGRESS);
+			return;
 		}
-		iov[k++] = h2o_iovec_init(ev->data, ev->len);
-		if (sub->sse)
-			iov[k++] = h2o_iovec_init(SSE_END, sizeof(SSE_END) - 1);
-		bytes += ev->len;
-		n++;
+		size_t total = 0;
+		for (size_t i = 0; i < k; i++)
+			total += iov[i].len;
+		snprintf(sub->chunk_hdr, sizeof(sub->chunk_hdr), "%zx\r\n", total);
+		sub->raw_off = 0;
+		int r = raw_write(sub);
+		if (r == 0)
+			return;   /* continues in raw_writable */
+		if (r < 0) {
+			/* Let h2o find the broken connection and close it. */
+			release_held(sub);
+			sub->end = SUB_END_GONE;
+			sub->finished = sub->in_flight = true;
+			h2o_send(sub->req, iov, 0, H2O_SEND_STATE_FINAL);
+			return;
+		}
+		release_held(sub);
 	}
-	sub->nheld = n;
-	if (n == 0)
-		return;
-	sub->in_flight = true;
-	h2o_send(sub->req, iov, k, H2O_SEND_STATE_IN_PROGRESS);
+	/* More to send than one turn allows: come back when writable (at
+	 * once, unless the socket is full) with nothing held. */
+	struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLOUT | EPOLLET, .data.ptr = sub };
+	sub->raw_off = 0;
+	if (epoll_ctl(sub->owner->hup_epoll_fd, EPOLL_CTL_MOD, sub->hup_fd, &ev) == 0)
+		sub->raw_pending = sub->in_flight = true;
 }
 
 static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
@@ -421,6 +593,7 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
 	struct subscriber *sub = (struct subscriber *)gen;
 	sub->finished = true;
 	sub->in_flight = false;
+	sub->raw_pending = false;
 }
 
 /* "<epoch>:<version>" naming a point of the current history whose every
@@ -746,8 +919,14 @@ static void close_stalled(struct subscriber *sub)
 				     ? sub->req->conn->callbacks->get_socket(sub->req->conn)
 				     : NULL;
 	int fd = sock ? h2o_socket_get_fd(sock) : -1;
-	if (fd >= 0)
+	if (sub->raw_pending) {
+		/* h2o has nothing in flight to fail: end through it. */
+		raw_abandon(sub);
+		sub->in_flight = true;
+		h2o_send(sub->req, NULL, 0, H2O_SEND_STATE_FINAL);
+	} else if (fd >= 0) {
 		(void)shutdown(fd, SHUT_RDWR);   /* best effort: fails only if already gone */
+	}
 }
 
 void subscribers_notify(struct subscribers *s)

@@ -922,3 +922,53 @@ def test_unreachable_rundir_is_not_silently_stale(mkhost, tmp_path):
             assert ev["version"] == ready["version"] + 1
     finally:
         d.kill()
+
+
+# ---------------------------------------------------------------------------
+# A stream far behind: more than one turn of direct writes (1,024 events)
+
+
+@pytest.mark.parametrize("sse", [False, True])
+def test_long_backlog_resume_complete_in_order(mkhost, daemon, sse):
+    """A stream resumed from far back receives the whole backlog in order,
+    in valid chunks (the direct-write path takes several turns for it,
+    and a small receive buffer makes its writes partial)."""
+    root = mkhost(40, seed=91)
+    d = daemon(root)
+    _, hdrs, _ = d.get("/vms")
+    epoch, v0 = hdrs["x-vminfod-epoch"], int(hdrs["x-vminfod-version"])
+    target = v0 + 1300
+    for _ in range(10):
+        helpers.mkhost_change(root, "--change", "--kind", "metadata",
+                              "--count", "800", "--seed", str(v0 + _))
+        wait_for(lambda: int(d.get("/vms")[1]["x-vminfod-version"]) > v0, 10,
+                 "events from the changes")
+        if int(d.get("/vms")[1]["x-vminfod-version"]) >= target:
+            break
+    _, hdrs, _ = d.get("/vms")
+    last = int(hdrs["x-vminfod-version"])
+    assert last >= target, "only %d events" % (last - v0)
+    headers = {"Accept": "text/event-stream"} if sse else None
+    s = d.stream("/events?since=%s:%d" % (epoch, v0), headers=headers)
+    try:
+        events = []   # (SSE id or None, event)
+        while not events or events[-1][1]["version"] < last:
+            if sse:
+                idline = s.next_line(30)
+                data = s.next_line(30)
+                assert s.next_line(30) == "", "an SSE event ends with a blank line"
+                assert data.startswith("data: "), data[:40]
+                events.append((idline, json.loads(data[6:])))
+            else:
+                ev = s.next_event(30)
+                assert ev is not None, "stream ended"
+                events.append((None, ev))
+        ready = events[0][1]
+        assert ready["resumed"] is True and ready["version"] == v0
+        assert [ev["version"] for _, ev in events[1:]] == \
+            list(range(v0 + 1, last + 1))
+        if sse:
+            for idline, ev in events:
+                assert idline == "id: %s:%d" % (epoch, ev["version"])
+    finally:
+        s.close()
