@@ -121,6 +121,7 @@ int strmap_set(struct strmap *m, const char *key, size_t n, void *value, void **
 		m->used++;
 	m->slots[i] = e;
 	m->count++;
+	m->gen++;
 	return 0;
 }
 
@@ -143,6 +144,7 @@ void *strmap_del(struct strmap *m, const char *key, size_t n)
 	else
 		m->tail = e->prev;
 	m->count--;
+	m->gen++;
 	void *v = e->value;
 	free(e->key);
 	free(e);
@@ -159,5 +161,7 @@ void strmap_done(struct strmap *m)
 		e = next;
 	}
 	free(m->slots);
+	unsigned long gen = m->gen + 1;   /* never back to a value a cache may hold */
 	*m = (struct strmap)STRMAP_INIT;
+	m->gen = gen;
 }

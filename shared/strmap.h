@@ -26,9 +26,10 @@ struct strmap {
 	size_t count;
 	size_t used;                  /* count + tombstones */
 	struct strmap_entry *head, *tail;
+	unsigned long gen;            /* changed by every insert and removal: caches of the map key on it */
 };
 
-#define STRMAP_INIT { NULL, 0, 0, 0, NULL, NULL }
+#define STRMAP_INIT { NULL, 0, 0, 0, NULL, NULL, 0 }
 
 /* The value for key (n bytes), or NULL. */
 void *strmap_get(const struct strmap *m, const char *key, size_t n);

@@ -105,6 +105,13 @@ struct fsw {
 	size_t nsendq;
 	bool batching;             /* send_cmd leaves flushing to the caller */
 	struct strmap watching, not_yet;
+	/* The bounded path lists of the last status dump, rebuilt only when
+	 * their map changed (the status is published after every event). */
+	struct paths_cache {
+		json_t *json;
+		unsigned long gen;
+		size_t max;
+	} watching_cache, not_yet_cache;
 	ev_timer retry_timer;
 
 	int64_t delays[FSW_DELAYS];
@@ -1070,6 +1077,8 @@ void fsw_free(struct fsw *w)
 	close_pipes(w);
 	strmap_done(&w->watching);
 	strmap_done(&w->not_yet);
+	json_decref(w->watching_cache.json);
+	json_decref(w->not_yet_cache.json);
 	buf_done(&w->outq);
 	buf_done(&w->line);
 	buf_done(&w->errline);
@@ -1094,21 +1103,27 @@ size_t fsw_in_flight(const struct fsw *w)
 	return w->nactions + w->nsendq;
 }
 
-static json_t *paths_json(const struct strmap *m, size_t max)
+static json_t *paths_json(struct paths_cache *c, const struct strmap *m, size_t max)
 {
+	if (c->json && c->gen == m->gen && c->max == max)
+		return json_incref(c->json);
 	json_t *a = json_array();
 	size_t n = 0;
 	for (const struct strmap_entry *e = m->head; e != NULL && n < max; e = e->next, n++)
 		json_array_append_new(a, json_string(e->key));
+	json_decref(c->json);
+	c->json = json_incref(a);
+	c->gen = m->gen;
+	c->max = max;
 	return a;
 }
 
-json_t *fsw_dump(const struct fsw *w)
+json_t *fsw_dump(struct fsw *w)
 {
 	return fsw_dump_bounded(w, SIZE_MAX);
 }
 
-json_t *fsw_dump_bounded(const struct fsw *w, size_t max_paths)
+json_t *fsw_dump_bounded(struct fsw *w, size_t max_paths)
 {
 	json_t *d = json_object();
 	json_t *pending = json_object();
@@ -1123,8 +1138,8 @@ json_t *fsw_dump_bounded(const struct fsw *w, size_t max_paths)
 		(void)js_set(pending, key, json_pack("{s:o,s:s}", "started", started, "cmd", a->cmd));
 	}
 	(void)js_set(d, "message_delays", delays_json(w));
-	(void)js_set(d, "watching", paths_json(&w->watching, max_paths));
-	(void)js_set(d, "not_yet_watching", paths_json(&w->not_yet, max_paths));
+	(void)js_set(d, "watching", paths_json(&w->watching_cache, &w->watching, max_paths));
+	(void)js_set(d, "not_yet_watching", paths_json(&w->not_yet_cache, &w->not_yet, max_paths));
 	(void)js_set(d, "pending_actions", pending);
 	bool alive = w->child.pid > 0;
 	(void)js_set(d, "watcher_pid", alive ? js_number(w->child.pid) : json_null());

@@ -84,12 +84,12 @@ int fsw_unwatch(struct fsw *w, const char *path);
 bool fsw_is_watching(const struct fsw *w, const char *path);
 /* The spec §8 dump: {"message_delays","watching","not_yet_watching",
  * "pending_actions","watcher_pid","running"}.  New reference. */
-json_t *fsw_dump(const struct fsw *w);
+json_t *fsw_dump(struct fsw *w);
 /* The same with at most max_paths entries per path list and in
  * pending_actions; when a list was cut, "watching_count",
  * "not_yet_watching_count" (and "pending_actions_count") give the sizes.
  * Costs O(max_paths), not O(watches). */
-json_t *fsw_dump_bounded(const struct fsw *w, size_t max_paths);
+json_t *fsw_dump_bounded(struct fsw *w, size_t max_paths);
 /* The child's pid, or -1 when none is running. */
 pid_t fsw_pid(const struct fsw *w);
 /* How many times the child was restarted. */

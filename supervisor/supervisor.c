@@ -29,7 +29,11 @@
 #include "timeutil.h"
 #include "vms.h"
 
-#define STATUS_COALESCE_S 0.05
+/* The status facts (/status, /metrics) follow changes within this
+ * delay.  Building them costs about as much as handling an event, so a
+ * busy host rebuilds them a few times a second, not after every event. */
+#define STATUS_COALESCE_S 0.25
+/* The heartbeat says "alive" this often, even when nothing changed. */
 #define HEARTBEAT_S 1.0
 /* Longest wait at boot for the fswatcher to answer every WATCH. */
 #define BOOT_WATCH_WAIT_NS (120ULL * TU_NS_PER_SEC)
@@ -90,6 +94,9 @@ static long rss_bytes(void)
 #define STATUS_MAX_PATHS 100
 /* mallinfo2() walks the heap: sample it this often, not per update. */
 #define HEAP_SAMPLE_NS (10ULL * TU_NS_PER_SEC)
+/* The RSS: a read of /proc per status would be a good part of an
+ * event's cost. */
+#define RSS_SAMPLE_NS (1ULL * TU_NS_PER_SEC)
 
 static json_t *status_facts(struct supervisor *s)
 {
@@ -100,10 +107,14 @@ static json_t *status_facts(struct supervisor *s)
 		s->heap_used = mi.uordblks + mi.hblkhd;
 		s->heap_sampled_ns = now;
 	}
+	if (!s->rss_sampled_ns || now - s->rss_sampled_ns >= RSS_SAMPLE_NS) {
+		s->rss = rss_bytes();
+		s->rss_sampled_ns = now;
+	}
 	json_t *f = json_object();
 	js_set(f, "pid", json_integer(getpid()));
 	js_set(f, "start_ns", json_integer((json_int_t)s->start_ns));
-	js_set(f, "rss", json_integer(rss_bytes()));
+	js_set(f, "rss", json_integer(s->rss));
 	js_set(f, "heapTotal", json_integer((json_int_t)s->heap_total));
 	js_set(f, "heapUsed", json_integer((json_int_t)s->heap_used));
 	js_set(f, "state", json_string(s->state));

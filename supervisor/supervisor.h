@@ -120,6 +120,8 @@ struct supervisor {
 	bool status_dirty;
 	uint64_t heap_sampled_ns;   /* mallinfo2() figures, sampled */
 	size_t heap_total, heap_used;
+	uint64_t rss_sampled_ns;    /* /proc/self/statm, sampled */
+	long rss;
 
 	ev_signal sigterm, sigint, sighup;
 
