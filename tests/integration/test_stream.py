@@ -972,3 +972,85 @@ def test_long_backlog_resume_complete_in_order(mkhost, daemon, sse):
                 assert idline == "id: %s:%d" % (epoch, ev["version"])
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------------------
+# A fan-out longer than one slice (1,024 streams per turn of the loop)
+
+
+def test_fanout_over_many_slices_every_stream_every_event(mkhost, daemon):
+    """2,500 streams (three slices of the fan-out) each receive every one
+    of a burst of events exactly once and in order, including events that
+    arrive while a round is in progress."""
+    import resource
+    import selectors
+    n = 2500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n + 200:
+        pytest.skip("RLIMIT_NOFILE hard limit %d is too low" % hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n + 200), hard))
+    root = mkhost(10, seed=93)
+    d = daemon(root)
+    zones = [z["zonename"] for z in read_index(root)]
+    _, hdrs, _ = d.get("/vms")
+    epoch, v0 = hdrs["x-vminfod-epoch"], int(hdrs["x-vminfod-version"])
+    req = ("GET /events?since=%s:%d HTTP/1.1\r\nHost: x\r\n\r\n"
+           % (epoch, v0)).encode()
+    sel = selectors.DefaultSelector()
+    conns = []
+    try:
+        for i in range(n):
+            c = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            c.sendall(req)
+            c.setblocking(False)
+            st = {"sock": c, "raw": b"", "dec": None, "lines": b"",
+                  "versions": []}
+            conns.append(st)
+            sel.register(c, selectors.EVENT_READ, st)
+
+        def pump_reads(until, want):
+            while time.monotonic() < until:
+                if all(want(st) for st in conns):
+                    return True
+                for key, _ in sel.select(0.2):
+                    st = key.data
+                    data = key.fileobj.recv(1 << 16)
+                    assert data, "a stream ended"
+                    if st["dec"] is None:
+                        st["raw"] += data
+                        head, sep, rest = st["raw"].partition(b"\r\n\r\n")
+                        if not sep:
+                            continue
+                        assert head.startswith(b"HTTP/1.1 200"), head[:80]
+                        st["dec"] = helpers.ChunkedDecoder()
+                        data = rest
+                    st["lines"] += st["dec"].feed(data)
+                    *full, st["lines"] = st["lines"].split(b"\n")
+                    for line in full:
+                        st["versions"].append(json.loads(line)["version"])
+            return all(want(st) for st in conns)
+
+        assert pump_reads(time.monotonic() + 60,
+                          lambda st: st["versions"][:1] == [v0]), \
+            "not every stream got its ready line"
+        # A burst from one process (events may come while a round is
+        # still going), then one last change whose arrival in /vms marks
+        # the end of the burst.
+        helpers.mkhost_change(root, "--change", "--kind", "ram", "--count",
+                              "40", "--seed", "7")
+        helpers.mkhost_change(root, "--set-ram", zones[0], "77777")
+        wait_for(lambda: d.get_json("/vms/" + zones[0])["ram"] == 77777, 20,
+                 "the last change")
+        last = int(d.get("/vms")[1]["x-vminfod-version"])
+        assert last > v0 + 5, last - v0
+        want = list(range(v0, last + 1))
+        assert pump_reads(time.monotonic() + 60,
+                          lambda st: st["versions"][-1:] == [last]), \
+            "not every stream got every event: %s" % sorted(
+                {len(st["versions"]) for st in conns})
+        for st in conns:
+            assert st["versions"] == want, st["versions"]
+    finally:
+        for st in conns:
+            st["sock"].close()
+        sel.close()
