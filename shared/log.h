@@ -43,9 +43,15 @@ int log_enabled(int level);
 void log_emit(int level, json_t *child, json_t *fields, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-#define log_trace(fields, ...) log_emit(LOG_TRACE, NULL, (fields), __VA_ARGS__)
-#define log_debug(fields, ...) log_emit(LOG_DEBUG, NULL, (fields), __VA_ARGS__)
-#define log_info(fields, ...) log_emit(LOG_INFO, NULL, (fields), __VA_ARGS__)
+/* The levels that are usually off do not even build their fields (often
+ * a json_pack per call on a busy path): pass the fields as an expression
+ * made for the call, never an object that must be freed regardless. */
+#define log_trace(fields, ...) \
+	(log_enabled(LOG_TRACE) ? log_emit(LOG_TRACE, NULL, (fields), __VA_ARGS__) : (void)0)
+#define log_debug(fields, ...) \
+	(log_enabled(LOG_DEBUG) ? log_emit(LOG_DEBUG, NULL, (fields), __VA_ARGS__) : (void)0)
+#define log_info(fields, ...) \
+	(log_enabled(LOG_INFO) ? log_emit(LOG_INFO, NULL, (fields), __VA_ARGS__) : (void)0)
 #define log_warn(fields, ...) log_emit(LOG_WARN, NULL, (fields), __VA_ARGS__)
 #define log_error(fields, ...) log_emit(LOG_ERROR, NULL, (fields), __VA_ARGS__)
 #define log_fatal(fields, ...) log_emit(LOG_FATAL, NULL, (fields), __VA_ARGS__)

@@ -146,7 +146,7 @@ static void on_exit_cb(struct ev_loop *loop, ev_child *w, int revents)
 		json_object_set_new(f, "code", json_integer(WEXITSTATUS(status)));
 	if (c->stopping) {
 		c->state = CHILD_STOPPED;
-		log_info(f, "%s exited", c->name);
+		log_emit(LOG_INFO, NULL, f, "%s exited", c->name);   /* f is freed either way */
 		return;
 	}
 	uint64_t now = tu_mono_ns();

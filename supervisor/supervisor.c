@@ -185,15 +185,31 @@ void supervisor_status_changed(struct supervisor *s)
 	}
 }
 
-/* The doorbell rings once per loop iteration in which events were
- * published, so a burst of events costs the frontend one wake-up. */
-static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+static void ring_doorbell(struct supervisor *s)
 {
-	struct supervisor *s = w->data;
 	if (s->ring && publish_version(s->pub) != s->rung_version) {
 		s->rung_version = publish_version(s->pub);
 		(void)ring_doorbell_ring(s->doorbell_fd);
 	}
+}
+
+/* The first event of a loop iteration rings the doorbell at once (the
+ * subscribers should not wait for the rest of the iteration's work);
+ * the others of the same iteration are announced together when it ends,
+ * so a burst of events costs the frontend few wake-ups. */
+void supervisor_published(struct supervisor *s)
+{
+	if (!s->rung_this_turn) {
+		s->rung_this_turn = true;
+		ring_doorbell(s);
+	}
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct supervisor *s = w->data;
+	ring_doorbell(s);
+	s->rung_this_turn = false;
 }
 
 /* ---- the frontend child ---- */

@@ -100,6 +100,7 @@ struct supervisor {
 	int events_fd;
 	char *ring_path;
 	uint64_t rung_version;      /* version the doorbell last announced */
+	bool rung_this_turn;        /* the doorbell rang in this loop iteration */
 	ev_prepare prepare;         /* rings the doorbell once per iteration */
 
 	struct listeners listeners;
@@ -138,6 +139,9 @@ void supervisor_set_state(struct supervisor *s, const char *state);
 void supervisor_set_status(struct supervisor *s, const char *status);
 /* Mark the status facts as changed (published shortly). */
 void supervisor_status_changed(struct supervisor *s);
+/* An event was published: tell the frontend (now, or when the loop
+ * iteration ends if it was told already in this one). */
+void supervisor_published(struct supervisor *s);
 /* "<root><hostpath>" in a new heap string; NULL on ENOMEM. */
 char *supervisor_path(const struct supervisor *s, const char *hostpath);
 

@@ -193,6 +193,8 @@ void vms_emit(struct supervisor *s, int type, const char *zonename, const char *
 	                          e ? e->json : NULL, e ? e->json_len : 0, vm,
 	                          changes, strmap_count(&s->vms));
 	json_decref(vm);
+	if (v >= 0)
+		supervisor_published(s);
 	if (v < 0)
 		log_error(json_pack("{s:s,s:o}", "zonename", zonename, "err",
 		                    log_err_obj(strerror((int)-v), NULL)),
