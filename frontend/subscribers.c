@@ -7,8 +7,12 @@
  * sets the cursor right after the version the ready line describes.
  * From then on pump() runs whenever the stream is idle and there may be
  * something to send: after each completed send (proceed) and when new
- * events arrive (notify).  h2o allows one send in flight per request, so
- * a stream that is behind sends a batch of pending lines at once.
+ * events arrive (notify, which goes round the streams a slice per turn
+ * of the loop: rotate()).  One send is in flight per stream, so a stream
+ * that is behind sends a batch of pending lines at once.  HTTP/1.1
+ * streams write their chunks to the socket themselves once the ready
+ * line is out (see "Direct writes" below); h2o still sends the head,
+ * the ready line and the ending.
  *
  * Memory per stream is fixed (the struct below, plus a fixed block from
  * the request's pool for SSE framing and filters, allocated once at
@@ -112,7 +116,7 @@ struct subscriber {
 	char (*sse_id)[SSE_ID_MAX];   /* SUB_BATCH id prefixes, in the pool (SSE only) */
 	size_t nheld;
 	struct rcbuf *held[SUB_BATCH];   /* references of the send in flight */
-	/* Direct writes (see raw_send): */
+	/* Direct writes (see "Direct writes" below): */
 	bool raw_checked;             /* raw_ok was decided */
 	bool raw_ok;                  /* event chunks may be written to hup_fd directly */
 	bool raw_pending;             /* a direct write is partly done; waits for EPOLLOUT */
