@@ -122,6 +122,7 @@ struct subscriber {
 	bool raw_pending;             /* a direct write is partly done; waits for EPOLLOUT */
 	size_t raw_off;               /* bytes of the held batch already written */
 	char chunk_hdr[20];           /* "<hex length>\r\n" of the held batch */
+	unsigned char chunk_hdr_len;
 };
 
 static const char SSE_DATA[] = "data: ";
@@ -454,7 +455,7 @@ static int raw_iov(const struct subscriber *sub, struct iovec *iov, size_t skip)
 	if (sub->nheld == 0)
 		return 0;
 	int k = 0;
-	iov[k++] = (struct iovec){ (void *)sub->chunk_hdr, strlen(sub->chunk_hdr) };
+	iov[k++] = (struct iovec){ (void *)sub->chunk_hdr, sub->chunk_hdr_len };
 	for (size_t i = 0; i < sub->nheld; i++) {
 		if (sub->sse)
 			iov[k++] = (struct iovec){ (void *)sub->sse_id[i], strlen(sub->sse_id[i]) };
@@ -532,13 +533,13 @@ static void raw_writable(struct subscriber *sub)
 }
 
 /* Take the next batch of wanted events into sub->held (and its iovecs,
- * framed for SSE, into iov[0..*ret_k)); their count.  Filtered-out
- * events only move the cursor; the scan is bounded by the window (what
- * the ring holds). */
+ * framed for SSE, into iov[0..*ret_k), *ret_bytes bytes in all); their
+ * count.  Filtered-out events only move the cursor; the scan is bounded
+ * by the window (what the ring holds). */
 static size_t collect(struct subscriber *sub, struct ringreader *rr, uint64_t version, h2o_iovec_t *iov,
-		      size_t *ret_k)
+		      size_t *ret_k, size_t *ret_bytes)
 {
-	size_t n = 0, k = 0, bytes = 0;
+	size_t n = 0, k = 0, bytes = 0, framed = 0;
 	while (n < SUB_BATCH && bytes < SUB_BATCH_BYTES && sub->cursor <= version) {
 		enum ring_ev_type type;
 		const char *zonename;
@@ -560,9 +561,29 @@ static size_t collect(struct subscriber *sub, struct ringreader *rr, uint64_t ve
 		bytes += ev->len;
 		n++;
 	}
+	for (size_t i = 0; i < k; i++)
+		framed += iov[i].len;
 	sub->nheld = n;
 	*ret_k = k;
+	*ret_bytes = framed;
 	return n;
+}
+
+/* "<hex len>\r\n", the head of one chunk; its length. */
+static unsigned char chunk_header(char out[20], size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	char digits[16];
+	size_t n = 0;
+	do {
+		digits[n++] = hex[len & 15];
+		len >>= 4;
+	} while (len && n < sizeof(digits));
+	for (size_t i = 0; i < n; i++)
+		out[i] = digits[n - 1 - i];
+	out[n] = '\r';
+	out[n + 1] = '\n';
+	return (unsigned char)(n + 2);
 }
 
 /* Send what the stream needs next, if it is idle. */
@@ -614,8 +635,8 @@ static void pump(struct subscriber *sub)
 
 	bool raw = raw_usable(sub);
 	for (int round = 0; round < SUB_RAW_ROUNDS; round++) {
-		size_t k;
-		size_t n = collect(sub, rr, version, iov, &k);
+		size_t k, total;
+		size_t n = collect(sub, rr, version, iov, &k, &total);
 		if (n == 0)
 			return;
 		if (!raw) {
@@ -623,10 +644,7 @@ static void pump(struct subscriber *sub)
 			h2o_send(sub->req, iov, k, H2O_SEND_STATE_IN_PROGRESS);
 			return;
 		}
-		size_t total = 0;
-		for (size_t i = 0; i < k; i++)
-			total += iov[i].len;
-		snprintf(sub->chunk_hdr, sizeof(sub->chunk_hdr), "%zx\r\n", total);
+		sub->chunk_hdr_len = chunk_header(sub->chunk_hdr, total);
 		sub->raw_off = 0;
 		int r = raw_write(sub);
 		if (r == 0)

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -68,7 +69,7 @@ struct fsw_path {
 	unsigned tries;       /* failed WATCH attempts since it was added */
 	bool after_final;     /* re-watched after a final (delete) event */
 	bool queued;          /* in the send queue (ny is NY_UNSENT) */
-	struct fsw_path *q_prev, *q_next;
+	TAILQ_ENTRY(fsw_path) q_link;
 };
 
 enum action_kind { A_WATCH, A_UNWATCH };
@@ -101,7 +102,7 @@ struct fsw {
 	uint32_t key;              /* last key used */
 	struct fsw_action *actions, *actions_tail;
 	size_t nactions;           /* length of the actions list */
-	struct fsw_path *sendq, *sendq_tail;  /* WATCHes waiting for the window */
+	TAILQ_HEAD(, fsw_path) sendq;         /* WATCHes waiting for the window */
 	size_t nsendq;
 	bool batching;             /* send_cmd leaves flushing to the caller */
 	struct strmap watching, not_yet;
@@ -271,15 +272,7 @@ static void sendq_remove(struct fsw *w, struct fsw_path *p)
 {
 	if (!p->queued)
 		return;
-	if (p->q_prev != NULL)
-		p->q_prev->q_next = p->q_next;
-	else
-		w->sendq = p->q_next;
-	if (p->q_next != NULL)
-		p->q_next->q_prev = p->q_prev;
-	else
-		w->sendq_tail = p->q_prev;
-	p->q_prev = p->q_next = NULL;
+	TAILQ_REMOVE(&w->sendq, p, q_link);
 	p->queued = false;
 	w->nsendq--;
 }
@@ -287,8 +280,8 @@ static void sendq_remove(struct fsw *w, struct fsw_path *p)
 /* Forget the send queue (its paths stay in not_yet_watching, unsent). */
 static void sendq_clear(struct fsw *w)
 {
-	while (w->sendq != NULL)
-		sendq_remove(w, w->sendq);
+	while (!TAILQ_EMPTY(&w->sendq))
+		sendq_remove(w, TAILQ_FIRST(&w->sendq));
 }
 
 /* Send WATCH for p now, or queue it behind the window. */
@@ -300,13 +293,7 @@ static void send_watch(struct fsw *w, struct fsw_path *p)
 		p->ny = NY_UNSENT;
 		p->watch_key = 0;
 		p->queued = true;
-		p->q_next = NULL;
-		p->q_prev = w->sendq_tail;
-		if (w->sendq_tail != NULL)
-			w->sendq_tail->q_next = p;
-		else
-			w->sendq = p;
-		w->sendq_tail = p;
+		TAILQ_INSERT_TAIL(&w->sendq, p, q_link);
 		w->nsendq++;
 		return;
 	}
@@ -320,11 +307,11 @@ static void send_watch(struct fsw *w, struct fsw_path *p)
  * and answers them in one batch too). */
 static void sendq_pump(struct fsw *w)
 {
-	if (w->sendq == NULL || w->nactions > FSW_WINDOW / 2 || !child_up(w))
+	if (TAILQ_EMPTY(&w->sendq) || w->nactions > FSW_WINDOW / 2 || !child_up(w))
 		return;
 	w->batching = true;
-	while (w->sendq != NULL && w->nactions < FSW_WINDOW) {
-		struct fsw_path *p = w->sendq;
+	while (!TAILQ_EMPTY(&w->sendq) && w->nactions < FSW_WINDOW) {
+		struct fsw_path *p = TAILQ_FIRST(&w->sendq);
 		sendq_remove(w, p);
 		send_watch(w, p);
 		if (p->ny != NY_SENT)
@@ -1004,6 +991,7 @@ struct fsw *fsw_new(struct ev_loop *loop, const char *cmd, const struct fsw_call
 	w->retry_timer.repeat = FSW_RETRY_S;
 	w->retry_timer.data = w;
 	w->watching = (struct strmap)STRMAP_INIT;
+	TAILQ_INIT(&w->sendq);
 	w->not_yet = (struct strmap)STRMAP_INIT;
 	child_init(&w->child, loop, "fswatcher", spawn_child, child_event, w);
 	return w;
